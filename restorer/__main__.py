@@ -1,0 +1,5 @@
+import sys
+
+from restorer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,309 @@
+"""The ``restorer`` command line.
+
+Every subcommand is a thin shell over the package's calls; user mistakes end with a one-line
+``error:`` message (exit status 2 for usage, 1 for failures), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from restorer import __version__
+from restorer.errors import RestorerError, UsageError
+
+EXAMPLES = """\
+examples:
+  restorer infer --task sr_x4 photos/ -o results/        upscale every image in a folder x4
+  restorer infer --task sr_x2 --model hat-s a.png b.jpg  choose the model
+  restorer infer --task sr_x4 big.tif --tile 256         bound memory with 256 px tiles
+  restorer models                                        tasks, their models, which weights are present
+  restorer weights list                                  every weight file and where it is published
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: exit 2 with a hint
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n(run `{self.prog} --help` for details)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _image_tasks() -> list[str]:
+    from restorer.tasks import TASKS
+
+    return [name for name, spec in TASKS.items() if spec.kind == "image"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="restorer",
+        description="Image restoration and super-resolution (HAT and more) with tiled inference.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"restorer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    infer = sub.add_parser(
+        "infer",
+        help="restore / upscale image files and folders",
+        description="Restore or upscale images. Folders are read non-recursively unless -r is given; "
+        "non-image files are skipped. Outputs go to -o DIR, written atomically; inputs are never "
+        "overwritten.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    infer.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
+    infer.add_argument(
+        "--task", required=True, choices=_image_tasks(), help="what to do (see `restorer models`)"
+    )
+    infer.add_argument("-o", "--output", default="results", help="output folder")
+    infer.add_argument(
+        "-m", "--model", help="model name (default: the task's best model with weights present)"
+    )
+    infer.add_argument("--weights", help="weight file (.pth/.pt/.safetensors) instead of the weights folder")
+    infer.add_argument(
+        "-s", "--outscale", type=_positive_float, help="final scale, resized with Lanczos after the network"
+    )
+    infer.add_argument("--suffix", default="out", help="added to output names: NAME_SUFFIX.EXT ('' for none)")
+    infer.add_argument(
+        "--ext",
+        default="auto",
+        choices=["auto", "png", "jpg", "webp", "tif"],
+        help="output format; auto keeps the input's format (PNG when alpha or 16-bit would be lost)",
+    )
+    infer.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    infer.add_argument(
+        "-t",
+        "--tile",
+        type=_nonnegative_int,
+        default=None,
+        help="tile size in input pixels; 0 = whole image (default: auto)",
+    )
+    infer.add_argument(
+        "--tile-overlap",
+        type=_nonnegative_int,
+        default=None,
+        help="tile overlap in input pixels (default: 2 windows)",
+    )
+    infer.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    infer.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="compute precision"
+    )
+    infer.add_argument(
+        "--alpha", default="model", choices=["model", "bicubic"], help="how to upscale an alpha channel"
+    )
+    infer.add_argument(
+        "-r", "--recursive", action="store_true", help="also read sub-folders (their structure is kept)"
+    )
+    infer.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    infer.set_defaults(func=cmd_infer)
+
+    models = sub.add_parser("models", help="list tasks, their models and which weights are present")
+    models.set_defaults(func=cmd_models)
+
+    weights = sub.add_parser("weights", help="list, download or create weight files")
+    wsub = weights.add_subparsers(
+        dest="weights_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    wlist = wsub.add_parser(
+        "list", help="every variant's weight file: present or absent, and where it is published"
+    )
+    wlist.set_defaults(func=cmd_weights_list)
+    wdown = wsub.add_parser("download", help="download a model's official weights (needs a network)")
+    wdown.add_argument("model", help="model name, e.g. hat-s")
+    wdown.add_argument("--scale", type=int, help="one scale only (default: every scale)")
+    wdown.add_argument("--dir", help="destination folder (default: the project's weights/)")
+    wdown.set_defaults(func=cmd_weights_download)
+    winit = wsub.add_parser(
+        "init",
+        help="write a randomly initialised checkpoint (official format) for testing pipelines",
+        description="Writes {'params_ema': state_dict} of a freshly initialised network. Its outputs are "
+        "meaningless: it exists to test installs and pipelines without real weights.",
+    )
+    winit.add_argument("model", help="model name, e.g. hat-s")
+    winit.add_argument("--scale", type=int, required=True)
+    winit.add_argument("-o", "--output", required=True, help="file to write (.pth or .safetensors)")
+    winit.add_argument("--seed", type=int, default=0)
+    winit.set_defaults(func=cmd_weights_init)
+    return parser
+
+
+def _entry(model: str, scale: int):
+    from restorer import zoo
+
+    try:
+        return zoo.get_entry(model, scale)
+    except KeyError:
+        scales = sorted(e.scale for e in zoo.ZOO.values() if e.model == model.lower())
+        if not scales:
+            raise UsageError(f"Unknown model '{model}'. Models: {', '.join(zoo.model_names())}.") from None
+        raise UsageError(
+            f"{model} has no x{scale} variant (scales: {', '.join(map(str, scales))})."
+        ) from None
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from restorer import tasks
+    from restorer import weights as rw
+    from restorer.engine.runner import build_restorer, plan_jobs, process_files
+
+    out_dir = Path(args.output)
+    missing = [p for p in args.inputs if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"No such file or folder: {', '.join(missing)}")
+    jobs, skipped = plan_jobs(args.inputs, out_dir, recursive=args.recursive)
+    for path in skipped:
+        print(f"note: skipping {path} (not an image file)", file=sys.stderr)
+    if not jobs:
+        raise UsageError(f"No image files found in {', '.join(args.inputs)}.")
+    entry = tasks.resolve(args.task, args.model, weights_available=None if args.weights else rw.is_available)
+    restorer = build_restorer(
+        entry,
+        args.weights,
+        args.device,
+        args.precision,
+        args.tile,
+        args.tile_overlap,
+        on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+    )
+    if not args.quiet:
+        print(
+            f"{entry.display_name} x{entry.scale} on {restorer.device} "
+            f"({str(restorer.dtype).replace('torch.', '')}), "
+            f"{len(jobs)} image(s) -> {out_dir}/",
+            file=sys.stderr,
+        )
+    report = process_files(
+        restorer,
+        jobs,
+        suffix=args.suffix,
+        ext=args.ext,
+        alpha_mode=args.alpha,
+        outscale=args.outscale,
+        progress=not args.quiet,
+        quality=args.quality,
+    )
+    print(f"Wrote {len(report.written)} image(s) to {out_dir}/", file=sys.stderr)
+    if report.failed:
+        print(f"{len(report.failed)} image(s) failed:", file=sys.stderr)
+        for path, message in report.failed:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from restorer import weights as rw
+    from restorer.tasks import TASKS, resolve
+
+    for spec in TASKS.values():
+        default = resolve(spec.name, weights_available=rw.is_available)
+        print(f"{spec.name}  (x{spec.scale}, {spec.kind}): {spec.description}")
+        for name in spec.models():
+            entry = spec.entry(name)
+            mark = "*" if entry.model == default.model else " "
+            state = "weights present" if rw.is_available(entry) else f"absent: {entry.weight_file}"
+            print(f"   {mark} {name:<22} {entry.display_name:<28} {state}")
+    print("\n* = used when --model is not given. `restorer weights list` says where each file is published.")
+    return 0
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from restorer import weights as rw
+    from restorer import zoo
+
+    print(f"Weight folders searched: {', '.join(str(d) for d in rw.weight_dirs())}")
+    for entry in zoo.ZOO.values():
+        found = rw.find_weights(entry)
+        state = f"present ({found})" if found else "absent"
+        print(f"{entry.model:<22} x{entry.scale}  {entry.weight_file:<38} key={entry.param_key:<10} {state}")
+    published = dict.fromkeys(e.published for e in zoo.ZOO.values())
+    print("\nPublished on:")
+    for where in published:
+        print(f"  - {where}")
+    return 0
+
+
+def cmd_weights_download(args: argparse.Namespace) -> int:
+    from restorer import weights as rw
+    from restorer import zoo
+
+    targets = [e for e in zoo.ZOO.values() if e.model == args.model.lower()]
+    if args.scale is not None:
+        targets = [_entry(args.model, args.scale)]
+    if not targets:
+        raise UsageError(f"Unknown model '{args.model}'. Models: {', '.join(zoo.model_names())}.")
+    for entry in targets:
+        path = rw.download(entry, args.dir)
+        print(f"Saved {path}")
+    return 0
+
+
+def cmd_weights_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from restorer.archs import build_network
+
+    entry = _entry(args.model, args.scale)
+    torch.manual_seed(args.seed)
+    net = build_network(entry.network_options())
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(out))
+    else:
+        torch.save({entry.param_key: state}, str(out))
+    print(
+        f"Wrote randomly initialised {entry.display_name} x{entry.scale} weights to {out} (for testing only)"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except RestorerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nInterrupted; no partial output files were left behind.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

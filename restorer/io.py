@@ -1,0 +1,748 @@
+"""Reading and writing image files.
+
+Every image inside ``restorer`` is a float32 ``H x W x C`` array in ``[0, 1]`` with RGB channel order
+(``C`` is 3, or 1 for grayscale files), plus an optional separate ``H x W`` alpha plane. This module is
+the only place that knows about file formats, bit depths, EXIF orientation and the quirks of the two
+decoders it uses:
+
+* Pillow decodes every 8-bit file: it understands all PNG/TIFF colour types (palette, gray+alpha,
+  CMYK, associated alpha). It leaves JPEG/PNG/WebP pixels in stored order (we apply EXIF orientation
+  ourselves) but, since Pillow 11, turns TIFFs upright while loading them and then drops the tag.
+* OpenCV decodes 16-bit PNG and TIFF, because Pillow has no 16-bit RGB mode and silently reduces such
+  files to 8 bits. ``IMREAD_UNCHANGED`` keeps the uint16 samples and ignores EXIF orientation for PNG,
+  but OpenCV's TIFF decoder applies the TIFF ``Orientation`` tag itself whatever the flags say; see
+  :func:`_cv2_applies_tiff_orientation`.
+
+So the orientation still to apply is read *after* decoding, from what the decoder left undone.
+
+Writing encodes in memory first and then replaces the target atomically, so an interrupted run never
+leaves a truncated output that a later run would mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import secrets
+import threading
+import warnings
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from restorer.errors import ImageReadError, ImageWriteError, UsageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "OUTPUT_EXTS",
+    "LoadedImage",
+    "apply_orientation",
+    "collect_images",
+    "is_image_file",
+    "output_path_for",
+    "read_image",
+    "resolve_output_ext",
+    "to_gray",
+    "to_rgb",
+    "write_image",
+]
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+"""File suffixes (lowercase, with the dot) that :func:`collect_images` treats as images."""
+
+MAX_IMAGE_PIXELS: int = 2**28
+"""Largest image (width * height) :func:`read_image` accepts: about 268 megapixels, e.g. 16384 x 16384.
+
+A decoded float32 RGB copy of such an image already takes 3 GiB, so anything larger is far more likely
+a decompression bomb (a tiny file declaring a gigantic canvas) than a photograph. Raise it at run time
+(``restorer.io.MAX_IMAGE_PIXELS = ...``) if you really need bigger inputs.
+"""
+
+OUTPUT_EXTS: tuple[str, ...] = ("png", "jpg", "webp", "tif", "bmp")
+"""Formats :func:`write_image` can produce, by canonical suffix."""
+
+PNG_COMPRESSION = 6
+"""zlib level for PNG output: the libpng default, a good size/speed balance for large restored images."""
+
+# Formats whose files can carry an alpha plane / 16-bit samples when we write them.
+_ALPHA_EXTS = frozenset({"png", "webp", "tif"})
+_HIGH_DEPTH_EXTS = frozenset({"png", "tif"})
+
+# Suffix spellings accepted on output paths and in ``resolve_output_ext``, mapped to canonical names.
+_EXT_ALIASES = {
+    "png": "png",
+    "jpg": "jpg",
+    "jpeg": "jpg",
+    "webp": "webp",
+    "tif": "tif",
+    "tiff": "tif",
+    "bmp": "bmp",
+}
+
+# Pillow format names -> our canonical suffixes. MPO is what Pillow calls the multi-picture JPEGs many
+# phones produce; for us they are plain JPEGs (we decode the first picture).
+_PIL_FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp"}
+
+# EXIF tag 0x0112 (also the TIFF Orientation tag).
+_ORIENTATION_TAG = 274
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GRAY_COLOR_TYPES = frozenset({0, 4})  # 0: gray, 4: gray + alpha
+_TIFF_GRAY_PHOTOMETRICS = frozenset({0, 1})  # 0: min-is-white, 1: min-is-black
+
+_PIL_UINT16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Pillow modes converted to RGB before we look at the samples (no alpha involved).
+_PIL_TO_RGB_MODES = frozenset({"RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+
+# Serialises our temporary change of Pillow's global decompression-bomb limit (see _pillow_open).
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Finding input files
+# ----------------------------------------------------------------------------------------------------
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has one of the :data:`IMAGE_EXTENSIONS` (any case). The file is not opened."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _natural_key(name: str) -> tuple[tuple[object, ...], str]:
+    """Sort key putting ``img2`` before ``img10``, case-insensitively.
+
+    ``re.split`` with a capturing group puts the digit runs at the odd indices, so every position holds
+    the same type across names and tuples compare without a str/int ``TypeError``. We do not use
+    ``str.isdigit`` because it accepts characters like ``'²'`` that ``int`` rejects. The full name breaks
+    ties (``a1`` vs ``a01``, ``A`` vs ``a``) so the order is total and reproducible.
+    """
+    parts = re.split(r"(\d+)", name)
+    key = tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts))
+    return key, name
+
+
+def _scan_folder(folder: Path, recursive: bool, visited: set[Path]) -> Iterator[Path]:
+    """Yield the files of ``folder`` (natural order), then those of its subfolders when ``recursive``.
+
+    Hidden entries (``.name``) are ignored: they are never user images but things like ``.DS_Store``,
+    macOS ``._photo.jpg`` resource forks (which have an image suffix but are not images) and our own
+    temporary files. ``visited`` holds resolved folders so symlink loops are walked only once.
+    """
+    resolved = folder.resolve()
+    if resolved in visited:
+        return
+    visited.add(resolved)
+    try:
+        entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+    except OSError as exc:
+        raise ImageReadError(f"Cannot list folder {folder}: {exc.strerror or exc}") from exc
+    entries.sort(key=lambda entry: _natural_key(entry.name))
+    subfolders = []
+    for entry in entries:
+        if entry.is_dir():
+            subfolders.append(entry)
+        elif entry.is_file():
+            yield entry
+    if recursive:
+        for subfolder in subfolders:
+            yield from _scan_folder(subfolder, recursive, visited)
+
+
+def collect_images(
+    inputs: Sequence[str | os.PathLike[str]], recursive: bool = False
+) -> tuple[list[Path], list[Path]]:
+    """Expand files and folders given on the command line into a list of image files.
+
+    Files are taken as given, folders contribute their files in natural order (``2.png`` before
+    ``10.png``), and with ``recursive`` also those of their subfolders (after the folder's own files).
+    Without ``recursive``, subfolders are ignored. Inputs are kept in the order given; a file reached
+    twice (listed twice, or both directly and through its folder) is kept only at its first place.
+
+    Returns ``(images, skipped)``: ``skipped`` holds files whose suffix is not an image suffix, so the
+    caller can tell the user about them. Raises :class:`ImageReadError` for a path that does not exist.
+    """
+    images: list[Path] = []
+    skipped: list[Path] = []
+    seen: set[Path] = set()
+    visited_folders: set[Path] = set()
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        (images if is_image_file(path) else skipped).append(path)
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for file in _scan_folder(path, recursive, visited_folders):
+                add(file)
+        elif path.exists():
+            add(path)
+        else:
+            raise ImageReadError(f"No such file or folder: {path}")
+    return images, skipped
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image in the form every other part of ``restorer`` works with.
+
+    Attributes:
+        pixels: float32 ``H x W x C`` in ``[0, 1]``, RGB order; ``C`` is 1 for files stored as
+            grayscale (gray, gray+alpha, 16-bit gray), else 3. Colour channels only.
+        alpha: float32 ``H x W`` in ``[0, 1]``, or ``None`` when the file has no transparency.
+        bit_depth: 8 or 16, the sample depth the file was decoded with.
+        source_format: canonical suffix of the file's real format (``'png'``, ``'jpg'``, ``'webp'``,
+            ``'tif'``, ``'bmp'``; other formats Pillow reads get their lowercase Pillow name).
+        path: the file it was read from.
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    bit_depth: int
+    source_format: str
+    path: Path
+
+    @property
+    def is_gray(self) -> bool:
+        return self.pixels.shape[2] == 1
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.alpha is not None
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an array stored with EXIF ``orientation`` (1..8) upright, like ``PIL.ImageOps.exif_transpose``.
+
+    Works on ``H x W`` and ``H x W x C`` arrays; unknown values (0, 9, garbage) leave it unchanged. The
+    result may be a view; callers that need contiguous memory copy it.
+    """
+    if orientation == 2:
+        return array[:, ::-1]  # mirrored horizontally
+    if orientation == 3:
+        return array[::-1, ::-1]  # rotated 180
+    if orientation == 4:
+        return array[::-1]  # mirrored vertically
+    if orientation == 5:
+        return array.swapaxes(0, 1)  # transpose (mirror along the main diagonal)
+    if orientation == 6:
+        return np.rot90(array, k=-1)  # stored rotated 90 counter-clockwise: turn clockwise
+    if orientation == 7:
+        return array[::-1, ::-1].swapaxes(0, 1)  # transverse (mirror along the anti-diagonal)
+    if orientation == 8:
+        return np.rot90(array, k=1)  # stored rotated 90 clockwise: turn counter-clockwise
+    return array
+
+
+@cache
+def _cv2_applies_tiff_orientation() -> bool:
+    """Whether OpenCV's TIFF decoder turns images upright by itself.
+
+    It does (OpenCV 4.x/5.0 honour the TIFF Orientation tag even with ``IMREAD_UNCHANGED`` and
+    ``IMREAD_IGNORE_ORIENTATION``), so applying the tag again would rotate twice. Rather than hard-code
+    that, decode a 2 x 1 probe tagged "rotated 90" once and look at the shape we get back.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(np.array([[1, 2]], dtype=np.uint16)).save(
+        buffer, format="TIFF", tiffinfo={_ORIENTATION_TAG: 6}
+    )
+    decoded = cv2.imdecode(np.frombuffer(buffer.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED)
+    return decoded is not None and decoded.shape[:2] == (2, 1)
+
+
+@contextlib.contextmanager
+def _pillow_bomb_limit_lifted() -> Iterator[None]:
+    """Switch off Pillow's own decompression-bomb check while we open a file.
+
+    Pillow refuses images above 2 x its ``Image.MAX_IMAGE_PIXELS`` (about 179 Mpx) and warns above it;
+    we apply our own, configurable :data:`MAX_IMAGE_PIXELS` right after ``Image.open`` instead, with a
+    message the user understands. The limit is a Pillow global, so changes are serialised by a lock and
+    only span ``Image.open`` (a header read).
+    """
+    with _PIL_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError as exc:
+        raise ImageReadError(f"Cannot read image {path}: it is a folder") from exc
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"Cannot read image {path}: no such file") from exc
+    except OSError as exc:
+        raise ImageReadError(f"Cannot read image {path}: {exc.strerror or exc}") from exc
+    if not data:
+        raise ImageReadError(f"Cannot read image {path}: the file is empty")
+    return data
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF/TIFF/XMP orientation (1..8) Pillow finds, 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block must not make the whole image unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _sixteen_bit_layout(image: Image.Image, data: bytes, fmt: str) -> tuple[bool, bool] | None:
+    """``(is_gray, is_tiff)`` when the file stores more than 8 bits per sample and needs OpenCV, else None.
+
+    Decided from the file header, never from Pillow's mode: Pillow opens a 16-bit RGB PNG as mode
+    ``RGB`` and a 16-bit gray+alpha PNG as ``RGBA`` (both reduced to 8 bits).
+    """
+    if fmt == "png" and data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 26:
+        bit_depth, color_type = data[24], data[25]
+        if bit_depth == 16:
+            return color_type in _PNG_GRAY_COLOR_TYPES, False
+        return None
+    if fmt == "tif":
+        tags = getattr(image, "tag_v2", {})
+        bits = tags.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        if max(bits, default=8) > 8:
+            return tags.get(262) in _TIFF_GRAY_PHOTOMETRICS, True
+    return None
+
+
+def _decode_with_cv2(data: bytes, is_gray: bool) -> np.ndarray | None:
+    """Decode a 16-bit PNG/TIFF with OpenCV into RGB(A) / gray(+alpha) channel order, keeping uint16."""
+    # IMREAD_UNCHANGED: keep the depth and the alpha channel, and ignore EXIF orientation (PNG; OpenCV's
+    # TIFF decoder applies the TIFF Orientation tag regardless, see _cv2_applies_tiff_orientation).
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0 or decoded.dtype == np.uint8:
+        # uint8 means OpenCV silently reduced a layout it does not handle (e.g. 16-bit gray+alpha TIFF).
+        return None
+    if decoded.ndim == 2:
+        return decoded[:, :, None]
+    channels = decoded.shape[2]
+    if is_gray and channels in (3, 4):
+        # libpng expands gray+alpha to BGRA with B == G == R: keep one copy of the gray plane.
+        return decoded[:, :, [0, 3]] if channels == 4 else decoded[:, :, :1]
+    if channels == 3:
+        return decoded[:, :, ::-1]
+    if channels == 4:
+        return decoded[:, :, [2, 1, 0, 3]]
+    return decoded
+
+
+def _decode_with_pillow(image: Image.Image) -> np.ndarray:
+    """Decode with Pillow into uint8/uint16 ``H x W x C``: gray, gray+alpha, RGB or RGBA, in stored order."""
+    image.load()
+    mode = image.mode
+    has_transparency = "transparency" in image.info
+    if mode in _PIL_UINT16_MODES:
+        # Pillow exposes these as little/big-endian uint16; normalise to the native byte order.
+        return np.asarray(image).astype(np.uint16)[:, :, None]
+    if mode == "P":
+        palette_alpha = image.palette is not None and image.palette.mode == "RGBA"
+        image = image.convert("RGBA" if has_transparency or palette_alpha else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode in ("1", "L"):
+        # A tRNS chunk on a gray PNG marks one gray value as transparent: turn it into real alpha.
+        image = image.convert("LA" if has_transparency else "L")
+    elif mode == "La":
+        image = image.convert("LA")  # associated (premultiplied) alpha -> straight alpha
+    elif mode == "RGB" and has_transparency:
+        image = image.convert("RGBA")
+    elif mode == "RGBa":
+        image = image.convert("RGBA")
+    elif mode in _PIL_TO_RGB_MODES:
+        image = image.convert("RGB")  # CMYK is converted without a colour profile, like most viewers
+    elif mode not in ("LA", "RGB", "RGBA"):
+        raise ValueError(f"unsupported pixel mode {mode!r}")
+    array = np.asarray(image)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _to_unit_float(samples: np.ndarray) -> np.ndarray:
+    scale = 65535.0 if samples.dtype == np.uint16 else 255.0
+    result = samples.astype(np.float32, order="C")  # C order even for rotated views (torch wants it)
+    result /= scale
+    return result
+
+
+def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+    """Read a PNG, JPEG, WebP, TIFF or BMP file (8 or 16 bits per sample) into a :class:`LoadedImage`.
+
+    EXIF orientation is applied, so the pixels are upright. Palette images become RGB, or RGB + alpha
+    when the palette has transparency; CMYK/YCbCr become RGB; files stored as a single gray channel
+    (with or without alpha) stay one channel, while RGB files stay RGB even when all channels are equal.
+    ``bit_depth`` is 16 exactly when the decoder returns uint16 samples, whatever their values.
+
+    Raises :class:`ImageReadError` (``"Cannot read image <path>: <reason>"``) for anything that is not a
+    readable image: missing or empty files, folders, garbage or truncated data, and images larger than
+    :data:`MAX_IMAGE_PIXELS`.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        with _pillow_bomb_limit_lifted(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. Pillow's "truncated EXIF" notes: not our user's problem
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(f"Cannot read image {path}: not a recognised image format") from exc
+    except Exception as exc:
+        raise ImageReadError(f"Cannot read image {path}: {exc}") from exc
+
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageReadError(
+                f"Cannot read image {path}: {width} x {height} pixels is more than the limit of "
+                f"{MAX_IMAGE_PIXELS} pixels (restorer.io.MAX_IMAGE_PIXELS); the file may be a "
+                "decompression bomb"
+            )
+        source_format = _PIL_FORMATS.get(image.format or "", (image.format or "unknown").lower())
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                samples = None
+                layout = _sixteen_bit_layout(image, data, source_format)
+                if layout is not None:
+                    is_gray, is_tiff = layout
+                    samples = _decode_with_cv2(data, is_gray)
+                    if samples is None and not is_tiff:
+                        raise ValueError("the 16-bit data is corrupt or truncated")
+                    if samples is not None:
+                        if is_tiff:
+                            orientation = 1 if _cv2_applies_tiff_orientation() else _exif_orientation(image)
+                        elif b"eXIf" in data or b"XML:com.adobe.xmp" in data:
+                            # Pillow fully decodes a PNG to look for an eXIf chunk after the pixel data;
+                            # skip that second decode when no orientation can be there at all.
+                            orientation = _exif_orientation(image)
+                        else:
+                            orientation = 1
+                    # OpenCV cannot decode every TIFF flavour (e.g. 16-bit CMYK): Pillow then reads it
+                    # at 8 bits, which beats refusing the file.
+                if samples is None:
+                    samples = _decode_with_pillow(image)
+                    # Read after decoding: Pillow (>= 11) turns TIFFs upright while loading them and then
+                    # drops the tag, so what is left here is exactly what still needs doing.
+                    orientation = _exif_orientation(image)
+        except ImageReadError:
+            raise
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ImageReadError(f"Cannot read image {path}: {reason}") from exc
+
+    if samples.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f"Cannot read image {path}: unsupported sample type {samples.dtype}")
+    samples = apply_orientation(samples, orientation)
+    bit_depth = 16 if samples.dtype == np.uint16 else 8
+    color_channels = 1 if samples.shape[2] in (1, 2) else 3
+    pixels = _to_unit_float(samples[:, :, :color_channels])
+    alpha = _to_unit_float(samples[:, :, color_channels]) if samples.shape[2] > color_channels else None
+    return LoadedImage(
+        pixels=pixels, alpha=alpha, bit_depth=bit_depth, source_format=source_format, path=path
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Channel helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def to_gray(pixels: np.ndarray) -> np.ndarray:
+    """RGB ``H x W x 3`` -> luma ``H x W x 1`` (ITU-R BT.601 weights, as OpenCV and Pillow use).
+
+    One-channel input is returned unchanged.
+    """
+    if pixels.ndim == 2:
+        return pixels[:, :, None]
+    if pixels.shape[2] == 1:
+        return pixels
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return (pixels[:, :, :3].astype(np.float32) @ weights)[:, :, None]
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Gray ``H x W x 1`` (or ``H x W``) -> ``H x W x 3`` by repeating the channel; RGB comes back as is."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    return pixels
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output names
+# ----------------------------------------------------------------------------------------------------
+
+
+def resolve_output_ext(ext: str, image: LoadedImage) -> str:
+    """The output suffix (no dot) for ``ext`` in ``'auto', 'png', 'jpg', 'webp', 'tif'`` (or ``'bmp'``).
+
+    ``'auto'`` keeps the input's format, except that it picks PNG when the input format is not one we
+    write, or when the image has alpha or 16-bit samples that the input's format could not store.
+    ``'jpeg'`` and ``'tiff'`` are accepted as spellings of ``'jpg'`` and ``'tif'``.
+    """
+    key = ext.lower().lstrip(".")
+    if key != "auto":
+        if key not in _EXT_ALIASES:
+            choices = ", ".join(("auto", *OUTPUT_EXTS))
+            raise UsageError(f"Unknown output format {ext!r}; choose one of: {choices}")
+        return _EXT_ALIASES[key]
+    source = _EXT_ALIASES.get(image.source_format.lower())
+    if source is None:
+        return "png"
+    if image.has_alpha and source not in _ALPHA_EXTS:
+        return "png"
+    if image.bit_depth > 8 and source not in _HIGH_DEPTH_EXTS:
+        return "png"
+    return source
+
+
+def output_path_for(
+    input_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], suffix: str, ext: str
+) -> Path:
+    """``<out_dir>/<stem>_<suffix>.<ext>``, or ``<out_dir>/<stem>.<ext>`` when ``suffix`` is empty."""
+    stem = Path(input_path).stem
+    name = f"{stem}_{suffix}" if suffix else stem
+    return Path(out_dir) / f"{name}.{ext.lstrip('.')}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------
+
+
+def _quantize(values: np.ndarray, dtype: type[np.unsignedinteger]) -> np.ndarray:
+    """Float ``[0, 1]`` -> uint8/uint16, clipping out-of-range values and mapping NaN to 0."""
+    top = np.iinfo(dtype).max
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.rint(np.clip(values, 0.0, 1.0) * top).astype(dtype)
+
+
+def _encode_tiff(samples: np.ndarray, has_alpha: bool) -> bytes:
+    """Encode a TIFF with tifffile, which (unlike OpenCV) marks the 4th channel as unassociated alpha.
+
+    OpenCV writes RGBA TIFFs without the ExtraSamples tag, so other programs see a fourth colour
+    channel rather than transparency. tifffile is a hard dependency of scikit-image; zlib compression is
+    built in (LZW would need the optional imagecodecs package).
+    """
+    try:
+        import tifffile
+    except ImportError as exc:  # pragma: no cover - scikit-image always brings tifffile
+        raise ValueError("writing TIFF needs the 'tifffile' package (pip install tifffile)") from exc
+    buffer = io.BytesIO()
+    channels = samples.shape[2]
+    tifffile.imwrite(
+        buffer,
+        samples[:, :, 0] if channels == 1 else samples,
+        photometric="minisblack" if channels == 1 else "rgb",
+        planarconfig=None if channels == 1 else "contig",
+        extrasamples=["unassalpha"] if has_alpha else None,
+        compression="zlib",
+        metadata=None,  # no tifffile JSON in ImageDescription
+    )
+    return buffer.getvalue()
+
+
+def _encode(pixels: np.ndarray, alpha: np.ndarray | None, ext: str, bit_depth: int, quality: int) -> bytes:
+    """Encode float pixels (+ alpha) into the bytes of a ``ext`` file."""
+    if ext not in _ALPHA_EXTS:
+        alpha = None  # JPEG cannot store it; BMP alpha is ignored by most readers
+    if ext not in _HIGH_DEPTH_EXTS:
+        bit_depth = 8
+    dtype = np.uint16 if bit_depth == 16 else np.uint8
+    samples = _quantize(pixels, dtype)
+    if alpha is not None:
+        # No encoder we use writes gray + alpha in a form both decoders read back (OpenCV cannot encode
+        # 2 channels, and reads 2-channel TIFFs without their alpha), so store it as RGBA.
+        samples = np.concatenate([to_rgb(samples), _quantize(alpha, dtype)[:, :, None]], axis=2)
+
+    if ext == "tif":
+        return _encode_tiff(samples, has_alpha=alpha is not None)
+
+    channels = samples.shape[2]
+    if channels == 3:
+        samples = samples[:, :, ::-1]  # OpenCV wants BGR
+    elif channels == 4:
+        samples = samples[:, :, [2, 1, 0, 3]]
+    samples = np.ascontiguousarray(samples)
+    params: list[int] = []
+    if ext == "png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
+    elif ext == "jpg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif ext == "webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    ok, encoded = cv2.imencode(f".{ext}", samples, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode {ext.upper()}")
+    return encoded.tobytes()
+
+
+def _same_file(target: Path, protected: Collection[str | os.PathLike[str]]) -> Path | None:
+    """The entry of ``protected`` that ``target`` would overwrite, if any.
+
+    Resolved paths catch ``./a.png`` vs ``a.png`` and symlinks; ``samefile`` also catches hard links and
+    case-insensitive file systems where two different spellings name one file.
+    """
+    resolved = target.resolve()
+    for item in protected:
+        candidate = Path(item)
+        if candidate.resolve() == resolved:
+            return candidate
+        with contextlib.suppress(OSError):
+            if target.exists() and os.path.samefile(candidate, target):
+                return candidate
+    return None
+
+
+def _open_temp_file(folder: Path, name: str) -> tuple[int, Path]:
+    """Create ``<folder>/.<name>.<random>.tmp`` exclusively and return its descriptor and path.
+
+    Hidden so folder scans skip it. Created with ``os.open(..., 0o666)`` rather than ``mkstemp`` so the
+    final file gets the usual umask-based permissions instead of mkstemp's 0600. The name part is
+    shortened so the temporary name stays within file-name length limits.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        temp = folder / f".{name[:48]}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist the rename itself; best effort (not possible on Windows)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``.
+
+    Readers see either the old file or the complete new one. On any exception, KeyboardInterrupt
+    included, the temporary file is removed and the exception propagates.
+    """
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, temp = _open_temp_file(folder, target.name)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    _fsync_folder(folder)
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    quality: int = 95,
+    *,
+    protect: Collection[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write float ``[0, 1]`` RGB/gray pixels (and optional alpha) atomically; return the path written.
+
+    Args:
+        path: target file; its suffix picks the format (png, jpg/jpeg, webp, tif/tiff, bmp). Missing
+            parent folders are created.
+        pixels: ``H x W x 3`` RGB or ``H x W x 1`` / ``H x W`` gray; values are clipped to ``[0, 1]``
+            and rounded to the nearest integer level.
+        alpha: optional ``H x W`` (or ``H x W x 1``) plane in ``[0, 1]``. Kept for png, webp and tif;
+            dropped for jpg and bmp. Gray + alpha is stored as RGBA.
+        bit_depth: 8 or 16. 16 is kept for png and tif; jpg, webp and bmp are always 8-bit.
+        quality: 1..100, used by jpg and webp.
+        protect: files that must never be overwritten (typically the inputs); writing onto one of them
+            raises :class:`ImageWriteError`.
+
+    Raises:
+        ImageWriteError: bad arguments, a protected or unwritable target, or an encoder failure. No
+        partial file is left behind in any failure (KeyboardInterrupt included; it propagates as is).
+    """
+    target = Path(path)
+    ext = _EXT_ALIASES.get(target.suffix.lower().lstrip("."))
+    if ext is None:
+        choices = ", ".join(sorted(_EXT_ALIASES))
+        raise ImageWriteError(
+            f"Cannot write image {target}: unknown format {target.suffix or '(no suffix)'!r}; "
+            f"use one of: {choices}"
+        )
+    if bit_depth not in (8, 16):
+        raise ImageWriteError(f"Cannot write image {target}: bit depth must be 8 or 16, not {bit_depth}")
+    if not 1 <= quality <= 100:
+        raise ImageWriteError(f"Cannot write image {target}: quality must be 1..100, not {quality}")
+    pixels = np.asarray(pixels)
+    if not np.issubdtype(pixels.dtype, np.floating):
+        # Integer samples here are nearly always a forgotten "/ 255": refuse rather than write white.
+        raise ImageWriteError(
+            f"Cannot write image {target}: pixels must be floating point in [0, 1], got {pixels.dtype}"
+        )
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3) or 0 in pixels.shape[:2]:
+        raise ImageWriteError(
+            f"Cannot write image {target}: pixels must be H x W x 1 or H x W x 3, got shape {pixels.shape}"
+        )
+    if alpha is not None:
+        alpha = np.asarray(alpha)
+        if alpha.ndim == 3 and alpha.shape[2] == 1:
+            alpha = alpha[:, :, 0]
+        if alpha.shape != pixels.shape[:2]:
+            raise ImageWriteError(
+                f"Cannot write image {target}: alpha shape {alpha.shape} does not match "
+                f"the image size {pixels.shape[:2]}"
+            )
+    clash = _same_file(target, protect)
+    if clash is not None:
+        raise ImageWriteError(
+            f"Refusing to write {target}: it would overwrite the input {clash}; choose another output "
+            "folder or suffix"
+        )
+
+    try:
+        data = _encode(pixels, alpha, ext, bit_depth, quality)
+    except (cv2.error, ValueError, TypeError, OSError) as exc:
+        raise ImageWriteError(f"Cannot write image {target}: encoding failed ({exc})") from exc
+    try:
+        _write_atomically(target, data)
+    except OSError as exc:
+        raise ImageWriteError(f"Cannot write image {target}: {exc.strerror or exc}") from exc
+    return target

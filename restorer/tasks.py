@@ -1,0 +1,91 @@
+"""Task router: a task names what the user wants done; it fixes the kind of job and the scale,
+lists the models allowed, and picks a default.
+
+Kinds:
+- ``image``: image in, image out, at ``scale`` (1 for denoising or reflection removal);
+- ``codec``: image in, bitstream out, and back (compression).
+The models a task allows come from the zoo (each entry lists its tasks), so adding a model never
+means editing a list here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from restorer import zoo
+from restorer.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task: its name, kind, output scale and the preference order of its default models."""
+
+    name: str
+    kind: str
+    scale: int
+    description: str
+    preferred: tuple[str, ...]
+
+    def models(self) -> list[str]:
+        """Command-line names of the models this task allows, preferred ones first."""
+        allowed = [e.model for e in zoo.entries(task=self.name)]
+        allowed = list(dict.fromkeys(allowed))
+        ranked = [m for m in self.preferred if m in allowed]
+        return ranked + [m for m in allowed if m not in ranked]
+
+    def entry(self, model: str) -> zoo.ZooEntry:
+        """The zoo entry of ``model`` for this task; a clear error when it does not fit."""
+        name = model.lower()
+        if name not in self.models():
+            raise UsageError(
+                f"Model '{model}' is not available for task '{self.name}'. "
+                f"Choose one of: {', '.join(self.models())} (see `restorer models`)."
+            )
+        return zoo.get_entry(name, self.scale)
+
+
+_SR_ORDER = ("hat-l", "hat-imagenet", "hat", "hat-s")
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec("sr_x2", "image", 2, "Super-resolution x2 (bicubic degradation)", _SR_ORDER),
+        TaskSpec("sr_x3", "image", 3, "Super-resolution x3 (bicubic degradation)", _SR_ORDER),
+        TaskSpec("sr_x4", "image", 4, "Super-resolution x4 (bicubic degradation)", _SR_ORDER),
+        TaskSpec(
+            "real_sr_x4",
+            "image",
+            4,
+            "Real-world super-resolution x4 (noise, blur, JPEG; GAN-trained)",
+            ("real-hat-gan", "real-hat-gan-sharper"),
+        ),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look up a task by name; a clear error listing the tasks when it is unknown."""
+    try:
+        return TASKS[name.lower()]
+    except KeyError:
+        raise UsageError(
+            f"Unknown task '{name}'. Tasks: {', '.join(TASKS)} (see `restorer models`)."
+        ) from None
+
+
+def resolve(task: str, model: str | None = None, weights_available=None) -> zoo.ZooEntry:
+    """Pick the zoo entry for ``task``.
+
+    With ``model`` given, that model at the task's scale. Otherwise the first model in the task's
+    preference order whose weights are present (``weights_available(entry) -> bool``), or the
+    first preferred model when none is present (loading it then explains where to get weights).
+    """
+    spec = get_task(task)
+    if model:
+        return spec.entry(model)
+    candidates = [spec.entry(m) for m in spec.models()]
+    if weights_available is not None:
+        for entry in candidates:
+            if weights_available(entry):
+                return entry
+    return candidates[0]

@@ -1,0 +1,240 @@
+"""Find, verify, download and load model weights.
+
+Official checkpoints are BasicSR dicts (``{'params_ema': state_dict, 'params': ...}``), sometimes
+wrapped differently by other tools (``state_dict``, ``model``, ``module.`` prefixes). Everything
+is loaded without executing pickled code (``torch.load(weights_only=True)``) or from
+``.safetensors``. Nothing here touches the network except :func:`download`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from restorer.errors import CheckpointError, WeightsNotFoundError
+from restorer.zoo import ZooEntry
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator")
+PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def weight_dirs() -> list[Path]:
+    """Folders searched for weight files: $RESTORER_WEIGHTS_DIR, ./weights, the project's weights/."""
+    dirs: list[Path] = []
+    env = os.environ.get("RESTORER_WEIGHTS_DIR")
+    if env:
+        dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    dirs += [Path.cwd() / "weights", PROJECT_WEIGHTS_DIR]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def _candidate_names(entry: ZooEntry) -> list[str]:
+    stem = Path(entry.weight_file).stem
+    return [entry.weight_file] + [stem + s for s in WEIGHT_SUFFIXES if stem + s != entry.weight_file]
+
+
+def find_weights(entry: ZooEntry) -> Path | None:
+    """The first weight file for ``entry`` found in :func:`weight_dirs` (any accepted suffix)."""
+    for folder in weight_dirs():
+        for name in _candidate_names(entry):
+            path = folder / name
+            if path.is_file():
+                return path
+    return None
+
+
+def is_available(entry: ZooEntry) -> bool:
+    return find_weights(entry) is not None
+
+
+def missing_weights_message(entry: ZooEntry) -> str:
+    where = weight_dirs()[-1]
+    how = (
+        f"run `restorer weights download {entry.model} --scale {entry.scale}`"
+        if entry.url
+        else f"download it from {entry.published}"
+    )
+    return (
+        f"Weights for {entry.display_name} x{entry.scale} not found: the file '{entry.weight_file}' "
+        f"is in none of {', '.join(str(d) for d in weight_dirs())}. To get it, {how}, and put it in "
+        f"{where}/ (or pass --weights PATH, or set RESTORER_WEIGHTS_DIR)."
+    )
+
+
+def require_weights(entry: ZooEntry, explicit: str | os.PathLike | None = None) -> Path:
+    """The weight file to use: ``explicit`` when given (it must exist), else one found on disk."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"Weight file not found: {path}")
+        return path
+    found = find_weights(entry)
+    if found is None:
+        raise WeightsNotFoundError(missing_weights_message(entry))
+    return found
+
+
+def read_checkpoint(path: str | os.PathLike) -> Mapping[str, Any]:
+    """Read a checkpoint file without executing code: ``.safetensors`` or a weights-only pickle."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        import torch
+
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # any decoder error means "not a checkpoint we can read"
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(
+            f"Cannot read weight file {path}: {type(exc).__name__}: {first_line}"
+            " (expected a .pth/.pt state dict saved with torch.save, or a .safetensors file)"
+        ) from exc
+
+
+def unwrap_state_dict(checkpoint: Mapping[str, Any], param_key: str | None = None) -> dict[str, Any]:
+    """The bare state dict inside a checkpoint.
+
+    Prefers ``param_key`` when present, then ``params_ema`` > ``params`` > ``state_dict`` > ``model``
+    (and other common containers); strips a leading ``module.`` (DataParallel/DDP) from every key.
+    """
+    import torch
+
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"Checkpoint is a {type(checkpoint).__name__}, not a dict of tensors.")
+    state: Any = checkpoint
+    for _ in range(3):  # containers can nest, e.g. {'state_dict': {'params_ema': ...}}
+        keys = ([param_key] if param_key else []) + list(CONTAINER_KEYS)
+        inner = next((state[k] for k in keys if k in state and isinstance(state[k], Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(
+            "Checkpoint holds no tensors under any of the keys "
+            f"{', '.join(CONTAINER_KEYS)} (top-level keys: {', '.join(list(checkpoint)[:8])})."
+        )
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def _short_list(keys: Iterable[str], limit: int = 6) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def signature_of(model) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter and persistent buffer, as a state dict would hold them."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def fitting_variants(state: Mapping[str, Any], candidates: Iterable[ZooEntry]) -> list[ZooEntry]:
+    """Zoo entries whose networks have exactly these names and shapes (built on the meta device)."""
+    import torch
+
+    from restorer.archs import build_network
+
+    wanted = {k: tuple(v.shape) for k, v in state.items()}
+    fits: list[ZooEntry] = []
+    for entry in candidates:
+        with torch.device("meta"):
+            net = build_network(entry.network_options())
+        if signature_of(net) == wanted:
+            fits.append(entry)
+    return fits
+
+
+def load_into(model, state: Mapping[str, Any], entry: ZooEntry | None = None, source: str = "checkpoint"):
+    """Load ``state`` into ``model`` with ``strict=True``; a mismatch names the keys and what fits."""
+    from restorer import zoo
+
+    own = signature_of(model)
+    missing = set(own) - set(state)
+    unexpected = set(state) - set(own)
+    wrong_shape = {k for k in set(own) & set(state) if tuple(state[k].shape) != own[k]}
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_short_list(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_short_list(unexpected)}")
+        if wrong_shape:
+            details = [f"{k} {tuple(state[k].shape)} vs {own[k]}" for k in sorted(wrong_shape)[:4]]
+            parts.append(f"shape mismatches: {'; '.join(details)}")
+        fits = fitting_variants(state, zoo.ZOO.values())
+        target = f"{entry.display_name} x{entry.scale}" if entry else type(model).__name__
+        hint = (
+            f" These weights fit {', '.join(f'--model {e.model} (x{e.scale})' for e in fits)}."
+            if fits
+            else " No model in the zoo has this layout."
+        )
+        raise CheckpointError(f"{source} does not fit {target}: {'; '.join(parts)}.{hint}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_checkpoint(model, path: str | os.PathLike, entry: ZooEntry | None = None):
+    """Read ``path``, unwrap it with the entry's checkpoint key and load it strictly into ``model``."""
+    state = unwrap_state_dict(read_checkpoint(path), entry.param_key if entry else None)
+    return load_into(model, state, entry, source=f"Weight file {path}")
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(entry: ZooEntry, dest_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Fetch ``entry``'s weights from its published URL, check sha256, and place them atomically."""
+    if not entry.url:
+        raise WeightsNotFoundError(
+            f"{entry.display_name} x{entry.scale} has no direct download link: its weights are published "
+            f"on {entry.published}. Download '{entry.weight_file}' by hand and put it in "
+            f"{PROJECT_WEIGHTS_DIR}/ (or pass --weights PATH)."
+        )
+    folder = Path(dest_dir) if dest_dir else PROJECT_WEIGHTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / entry.weight_file
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.weight_file}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            from tqdm import tqdm
+
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=entry.weight_file, disable=not progress
+            ) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+        if entry.sha256:
+            actual = sha256_of(tmp_name)
+            if actual != entry.sha256:
+                raise CheckpointError(
+                    f"Downloaded {entry.weight_file} has sha256 {actual}, expected {entry.sha256}; "
+                    "the file was discarded."
+                )
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        raise WeightsNotFoundError(f"Download of {entry.url} failed: {exc}") from exc
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target

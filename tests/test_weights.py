@@ -1,0 +1,116 @@
+"""Weight files: reading, unwrapping, strict loading with useful errors, downloading."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from restorer import weights as rw
+from restorer.archs import build_network
+from restorer.errors import CheckpointError, WeightsNotFoundError
+
+from conftest import tiny_entry, write_checkpoint
+
+
+def _tiny_state(scale=2, seed=0):
+    torch.manual_seed(seed)
+    return build_network(tiny_entry(scale).network_options()).state_dict()
+
+
+def test_unwrap_prefers_params_ema_then_params_and_strips_module():
+    ema, raw = _tiny_state(seed=1), _tiny_state(seed=2)
+    key = "conv_first.weight"
+    assert torch.equal(rw.unwrap_state_dict({"params": raw, "params_ema": ema})[key], ema[key])
+    assert torch.equal(rw.unwrap_state_dict({"params": raw, "params_ema": ema}, "params")[key], raw[key])
+    assert torch.equal(rw.unwrap_state_dict({"params": raw})[key], raw[key])  # BasicSR's fallback
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in raw.items()}}
+    assert torch.equal(rw.unwrap_state_dict(wrapped)[key], raw[key])
+    assert torch.equal(rw.unwrap_state_dict(raw)[key], raw[key])  # bare dict
+    with pytest.raises(CheckpointError, match="no tensors"):
+        rw.unwrap_state_dict({"params": {"a": 1}})
+
+
+@pytest.mark.parametrize("fmt", ["pth_ema", "pth_params", "safetensors", "bare"])
+def test_load_checkpoint_strict_round_trip(tmp_path, fmt):
+    entry = tiny_entry(3)
+    source = build_network(entry.network_options())
+    state = source.state_dict()
+    path = tmp_path / ("w.safetensors" if fmt == "safetensors" else "w.pth")
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    elif fmt == "bare":
+        torch.save(state, path)
+    else:
+        torch.save({"params_ema" if fmt == "pth_ema" else "params": state}, path)
+    target = build_network(entry.network_options())
+    rw.load_checkpoint(target, path, entry)
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(target.eval()(x), source.eval()(x), rtol=0, atol=0)
+
+
+def test_mismatch_names_keys_and_the_variant_that_fits(tiny_zoo, tmp_path):
+    x2 = tiny_entry(2)
+    path = write_checkpoint(x2, tmp_path / "x2.pth")
+    x4 = tiny_entry(4)
+    model = build_network(x4.network_options())
+    with pytest.raises(CheckpointError) as info:
+        rw.load_checkpoint(model, path, x4)
+    message = str(info.value)
+    assert "does not fit Tiny HAT" in message
+    assert "upsample.2.weight" in message  # x4 has a second pixel-shuffle stage
+    assert "--model tiny-hat (x2)" in message
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="Cannot read weight file"):
+        rw.read_checkpoint(bad)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"params": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        rw.read_checkpoint(path)
+
+
+def test_find_weights_by_any_suffix(tmp_path, monkeypatch):
+    entry = tiny_entry(2)
+    monkeypatch.setenv("RESTORER_WEIGHTS_DIR", str(tmp_path))
+    assert rw.find_weights(entry) is None
+    with pytest.raises(WeightsNotFoundError, match=entry.weight_file):
+        rw.require_weights(entry)
+    (tmp_path / "tiny-hat_x2.safetensors").write_bytes(b"")
+    assert rw.find_weights(entry) == tmp_path / "tiny-hat_x2.safetensors"
+    with pytest.raises(WeightsNotFoundError, match="not found"):
+        rw.require_weights(entry, tmp_path / "nope.pth")
+
+
+def test_download_checks_sha256_and_is_atomic(tmp_path):
+    source = write_checkpoint(tiny_entry(2), tmp_path / "published.pth")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    entry = dataclasses.replace(tiny_entry(2), url=source.as_uri(), sha256=digest)
+    dest = tmp_path / "dl"
+    path = rw.download(entry, dest, progress=False)
+    assert path.read_bytes() == source.read_bytes()
+    bad = dataclasses.replace(entry, sha256="0" * 64, weight_file="other.pth")
+    with pytest.raises(CheckpointError, match="sha256"):
+        rw.download(bad, dest, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == ["tiny-hat_x2.pth"]  # nothing partial left
+
+
+def test_download_without_direct_link_says_where_to_get_it():
+    from restorer import zoo
+
+    with pytest.raises(WeightsNotFoundError, match="drive.google.com"):
+        rw.download(zoo.get_entry("hat", 4))
