@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from restorer._compat import ensure_basicsr_importable
 from restorer.archs.layers import (
+    DropPath,
     Mlp,
     PatchEmbed,
     PatchUnEmbed,
@@ -54,27 +55,6 @@ ensure_basicsr_importable()
 from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
 __all__ = ["HAT"]
-
-
-def _drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
-    """Stochastic depth per sample (identity in eval mode)."""
-    if drop_prob == 0.0 or not training:
-        return x
-    keep = 1.0 - drop_prob
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    noise = torch.rand(shape, dtype=x.dtype, device=x.device).add_(keep).floor_()
-    return x.div(keep) * noise
-
-
-class DropPath(nn.Module):
-    """Stochastic depth module (no parameters)."""
-
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _drop_path(x, self.drop_prob, self.training)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "DropPath",
+    "drop_path",
     "Mlp",
     "PatchEmbed",
     "PatchUnEmbed",
@@ -467,3 +469,24 @@ class UpsampleOneStep(nn.Sequential):
     def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
         self.num_feat = num_feat
         super().__init__(nn.Conv2d(num_feat, (scale**2) * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
+
+
+def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
+    """Stochastic depth per sample (identity in eval mode)."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    noise = torch.rand(shape, dtype=x.dtype, device=x.device).add_(keep).floor_()
+    return x.div(keep) * noise
+
+
+class DropPath(nn.Module):
+    """Stochastic depth module (no parameters)."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.drop_prob, self.training)
