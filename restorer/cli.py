@@ -122,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     infer.set_defaults(func=cmd_infer)
 
+    test = sub.add_parser(
+        "test",
+        help="run a BasicSR test option file (an official repository's test YAML runs unchanged)",
+        description="Restores every dataset of the option file and computes its val.metrics with BasicSR's "
+        "functions. Results go to RESULTS/<name>/ (images when val.save_img, and metrics.json).",
+    )
+    test.add_argument("-opt", "--opt", required=True, help="option file (YAML, BasicSR format)")
+    test.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    test.add_argument("--precision", default="fp32", choices=["auto", "fp32", "fp16", "bf16"])
+    test.add_argument(
+        "-t",
+        "--tile",
+        type=_nonnegative_int,
+        default=None,
+        help="tile size (default: the file's tile:, else whole)",
+    )
+    test.add_argument("--results", default="results", help="results folder")
+    test.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    test.set_defaults(func=cmd_test)
+
     models = sub.add_parser("models", help="list tasks, their models and which weights are present")
     models.set_defaults(func=cmd_models)
 
@@ -213,6 +233,18 @@ def cmd_infer(args: argparse.Namespace) -> int:
         for path, message in report.failed:
             print(f"  {path}: {message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from restorer.benchmark import run_option_file
+
+    results = run_option_file(args.opt, args.device, args.precision, args.tile, args.results, not args.quiet)
+    print(f"{results['model']} x{results['scale']} ({results['name']})")
+    for ds_name, summary in results["datasets"].items():
+        scores = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k not in ("images", "sec_per_image"))
+        print(f"  {ds_name:<12} {scores}  ({summary['sec_per_image']:.2f} s/image)")
+    print(f"Results in {Path(args.results) / results['name']}/")
     return 0
 
 

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from conftest import TINY_HAT, image_preserving_
 from restorer.archs import build_network
 from restorer.engine.tiling import TileSettings, count_tiles, run_tiled
+
+from conftest import TINY_HAT, image_preserving_
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

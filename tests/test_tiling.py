@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from restorer.archs.layers import pad_to_multiple
 from restorer.engine.tiling import (
     TileSettings,
     _feather,
@@ -75,7 +76,8 @@ class PointwiseUpsampler(nn.Module):
 
 
 class ContextUpsampler(nn.Module):
-    """Small receptive field (two 3x3 convs) with pixel shuffle, like a CNN SR model."""
+    """Small receptive field (two 3x3 convs) with pixel shuffle, like a CNN SR model. Like the
+    real architectures it takes any size, reflect-padding to its multiple (4) and cropping back."""
 
     def __init__(self, scale: int):
         super().__init__()
@@ -85,7 +87,11 @@ class ContextUpsampler(nn.Module):
         self.up = nn.PixelShuffle(scale)
 
     def forward(self, x):
-        return self.up(self.body(x)) + F.interpolate(x, scale_factor=self.up.upscale_factor, mode="nearest")
+        h, w = x.shape[-2:]
+        x, _ = pad_to_multiple(x, 4)
+        out = self.up(self.body(x)) + F.interpolate(x, scale_factor=self.up.upscale_factor, mode="nearest")
+        s = self.up.upscale_factor
+        return out[..., : h * s, : w * s]
 
 
 @torch.no_grad()

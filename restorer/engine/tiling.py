@@ -119,22 +119,27 @@ def run_tiled(
     """Run ``forward`` over ``image`` (1, C, H, W, float, CPU) in tiles -> (1, C', H·s, W·s) float32 CPU.
 
     ``forward`` maps a (1, C, h, w) tile on ``device`` in ``dtype`` (h, w multiples of ``multiple``)
-    to (1, C', h·s, w·s). ``on_tile(done, total)`` reports progress.
+    to (1, C', h·s, w·s). When one tile covers the image, the image goes to ``forward`` unpadded:
+    models pad any size themselves, by their official convention. ``on_tile(done, total)`` reports
+    progress.
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"expected a (1, C, H, W) image, got {tuple(image.shape)}")
     height, width = image.shape[-2:]
+    device = torch.device(device)
+    tile, overlap = settings.resolved(multiple)
+    if tile == 0 or (tile >= _round_up(height, multiple) and tile >= _round_up(width, multiple)):
+        # One pass: the model pads the image itself, with its own (official) convention.
+        with torch.no_grad():
+            result = forward(image.to(device=device, dtype=dtype))
+        if on_tile is not None:
+            on_tile(1, 1)
+        return result.float().cpu()
     padded, _ = pad_to_multiple(image, multiple)
     hp, wp = padded.shape[-2:]
-    tile, overlap = settings.resolved(multiple)
-    if tile == 0:
-        rows = [AxisSpan(0, hp, 0, 0)]
-        cols = [AxisSpan(0, wp, 0, 0)]
-    else:
-        rows = plan_axis(hp, tile, overlap, multiple)
-        cols = plan_axis(wp, tile, overlap, multiple)
+    rows = plan_axis(hp, tile, overlap, multiple)
+    cols = plan_axis(wp, tile, overlap, multiple)
     total = len(rows) * len(cols)
-    device = torch.device(device)
 
     output: torch.Tensor | None = None
     weight_sum: torch.Tensor | None = None
@@ -153,17 +158,13 @@ def run_tiled(
             weight = w_row[:, None] * w_col[None, :]
             ys, xs = row.start * scale, col.start * scale
             region = (..., slice(ys, ys + row.size * scale), slice(xs, xs + col.size * scale))
-            if total == 1:
-                output = result
-            else:
-                output[region] += result * weight
-                weight_sum[region] += weight
+            output[region] += result * weight
+            weight_sum[region] += weight
             done += 1
             if on_tile is not None:
                 on_tile(done, total)
-    assert output is not None
-    if total > 1:
-        output = output / weight_sum.clamp_min(1e-12)
+    assert output is not None and weight_sum is not None
+    output = output / weight_sum.clamp_min(1e-12)
     return output[..., : height * scale, : width * scale]
 
 
