@@ -142,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     test.set_defaults(func=cmd_test)
 
+    train = sub.add_parser(
+        "train",
+        help="train or fine-tune a model from a BasicSR option file (resumable; CPU, GPU, multi-GPU)",
+        description="BasicSR's training pipeline with restorer's models. Several processes: "
+        "torchrun --nproc_per_node N -m restorer.train -opt FILE --launcher pytorch",
+    )
+    train.add_argument("-opt", "--opt", required=True, help="option file (YAML; see options/train/)")
+    train.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="job launcher")
+    train.add_argument("--auto_resume", action="store_true", help="resume from the latest training state")
+    train.add_argument("--debug", action="store_true", help="BasicSR debug mode (frequent logs)")
+    train.add_argument("--force_yml", nargs="+", default=None, help="override options: key:value ...")
+    train.set_defaults(func=cmd_train)
+
     models = sub.add_parser("models", help="list tasks, their models and which weights are present")
     models.set_defaults(func=cmd_models)
 
@@ -246,6 +259,16 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"  {ds_name:<12} {scores}  ({summary['sec_per_image']:.2f} s/image)")
     print(f"Results in {Path(args.results) / results['name']}/")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from restorer.train import main as train_main
+
+    argv = ["-opt", args.opt, "--launcher", args.launcher]
+    argv += ["--auto_resume"] if args.auto_resume else []
+    argv += ["--debug"] if args.debug else []
+    argv += ["--force_yml", *args.force_yml] if args.force_yml else []
+    return train_main(argv)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

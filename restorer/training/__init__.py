@@ -1,0 +1,18 @@
+"""Training on BasicSR's own pipeline: our architectures, datasets and model classes registered
+in BasicSR's registries, plus the two small compatibility steps that pipeline needs to run on a
+CPU and on current PyTorch (see :mod:`restorer.training.compat`)."""
+
+from __future__ import annotations
+
+import importlib
+
+_REGISTERING_MODULES = ("restorer.training.data", "restorer.training.models")
+
+
+def register_all() -> None:
+    """Register architectures, datasets and model classes in BasicSR's registries (idempotent)."""
+    from restorer.archs import register_all as register_archs
+
+    register_archs()
+    for name in _REGISTERING_MODULES:
+        importlib.import_module(name)
