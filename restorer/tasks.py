@@ -44,7 +44,20 @@ class TaskSpec:
         return zoo.get_entry(name, self.scale)
 
 
-_SR_ORDER = ("hat-l", "hat-imagenet", "hat", "hat-s")
+# Preference when --model is not given, strongest published x4 Urban100 PSNR first.
+_SR_ORDER = (
+    "drct-l",
+    "hat-l",
+    "hat-imagenet",
+    "drct-imagenet",
+    "drct",
+    "hat",
+    "hat-s",
+    "dlgsanet",
+    "craft",
+    "dlgsanet-light",
+    "dlgsanet-tiny",
+)
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -57,7 +70,7 @@ TASKS: dict[str, TaskSpec] = {
             "image",
             4,
             "Real-world super-resolution x4 (noise, blur, JPEG; GAN-trained)",
-            ("real-hat-gan", "real-hat-gan-sharper"),
+            ("real-hat-gan", "real-hat-gan-sharper", "real-drct-gan"),
         ),
     )
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -142,19 +143,41 @@ def signature_of(model) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def _key_pattern(keys: Iterable[str]) -> frozenset[str]:
+    """Key names with block indices blanked: equal for every depth of one architecture."""
+    return frozenset(re.sub(r"\.\d+\.", ".#.", k) for k in keys)
+
+
 def fitting_variants(state: Mapping[str, Any], candidates: Iterable[ZooEntry]) -> list[ZooEntry]:
-    """Zoo entries whose networks have exactly these names and shapes (built on the meta device)."""
+    """Zoo entries whose networks have exactly these names and shapes (built on the meta device).
+
+    Architectures whose key pattern differs are ruled out from one network each, so a mismatch
+    message costs a few meta-device builds, not one per variant.
+    """
     import torch
 
     from restorer.archs import build_network
 
-    wanted = {k: tuple(v.shape) for k, v in state.items()}
-    fits: list[ZooEntry] = []
-    for entry in candidates:
+    def signature(entry: ZooEntry) -> dict[str, tuple[int, ...]]:
         with torch.device("meta"):
-            net = build_network(entry.network_options())
-        if signature_of(net) == wanted:
-            fits.append(entry)
+            return signature_of(build_network(entry.network_options()))
+
+    wanted = {k: tuple(v.shape) for k, v in state.items()}
+    pattern = _key_pattern(wanted)
+    by_arch: dict[str, list[ZooEntry]] = {}
+    for entry in candidates:
+        by_arch.setdefault(entry.arch, []).append(entry)
+    fits: list[ZooEntry] = []
+    for entries_of_arch in by_arch.values():
+        if _key_pattern(signature(entries_of_arch[0])) != pattern:
+            continue
+        seen: dict[str, bool] = {}
+        for entry in entries_of_arch:
+            config = repr(entry.network_g)
+            if config not in seen:
+                seen[config] = signature(entry) == wanted
+            if seen[config]:
+                fits.append(entry)
     return fits
 
 

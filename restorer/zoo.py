@@ -38,10 +38,15 @@ class ZooEntry:
     out_channels: int = 3
     supports_fp16: bool = False
     supports_bf16: bool = True
-    padding: str = "reflect pad (bottom/right) to the window multiple only when needed (BasicSR test path)"
+    pad_mode: str = "reflect"
     notes: str = ""
     license: str = ""
     tasks: tuple[str, ...] = field(default=())
+
+    @property
+    def padding(self) -> str:
+        """How a whole image is padded to the window multiple, in words."""
+        return PAD_MODES[self.pad_mode]
 
     @property
     def key(self) -> str:
@@ -50,6 +55,13 @@ class ZooEntry:
     def network_options(self) -> dict[str, Any]:
         """A fresh, mutable copy of ``network_g`` (with ``type``)."""
         return _thaw(self.network_g)
+
+
+PAD_MODES = {
+    "reflect": "reflect pad (bottom/right) to the window multiple only when needed (BasicSR test path)",
+    "symmetric_always": "always add 1..window rows/columns of flipped (symmetric) padding, as the official "
+    "inference script does",
+}
 
 
 def _freeze(value: Any) -> Any:
@@ -178,6 +190,264 @@ _ENTRIES += [
         notes="trained with unsharp-masked ground truth: sharper, less faithful",
     ),
 ]
+
+# ----------------------------------------------------------------------------------------------
+# DRCT (Hsu et al., "DRCT: Saving Image Super-resolution away from Information Bottleneck",
+# CVPRW 2024). network_g from ming053l/DRCT options/test/*.yml; gc = 32 (constructor default).
+# compress_ratio / squeeze_factor / conv_scale / overlap_ratio are in the official files but unused.
+# ----------------------------------------------------------------------------------------------
+DRCT_PAPER = "https://arxiv.org/abs/2404.00722"
+DRCT_WEIGHTS_PAGE = (
+    "the DRCT README (https://github.com/ming053l/DRCT): Google Drive folder "
+    "https://drive.google.com/drive/folders/1QJHdSfo-0eFNb96i8qzMJAPw31u9qZ7U"
+)
+REAL_DRCT_WEIGHTS_PAGE = (
+    "the DRCT README (https://github.com/ming053l/DRCT), Real-DRCT-GAN folder "
+    "https://drive.google.com/drive/folders/1emyaw6aQvhFgFC_RjK1Qo9c1sTRr-avk"
+)
+_DRCT_COMMON: dict[str, Any] = {
+    "type": "DRCT",
+    "in_chans": 3,
+    "img_size": 64,
+    "window_size": 16,
+    "compress_ratio": 3,
+    "squeeze_factor": 30,
+    "conv_scale": 0.01,
+    "overlap_ratio": 0.5,
+    "img_range": 1.0,
+    "depths": [6, 6, 6, 6, 6, 6],
+    "embed_dim": 180,
+    "num_heads": [6, 6, 6, 6, 6, 6],
+    "mlp_ratio": 2,
+    "upsampler": "pixelshuffle",
+    "resi_connection": "1conv",
+}
+_DRCT_CONFIGS: dict[str, dict[str, Any]] = {
+    "DRCT": dict(_DRCT_COMMON),
+    "DRCT-L": {**_DRCT_COMMON, "depths": [6] * 12, "num_heads": [6] * 12},
+}
+
+
+def _drct(
+    model: str,
+    display: str,
+    config: str,
+    scale: int,
+    weight_file: str,
+    tasks: tuple[str, ...],
+    notes: str = "",
+    published: str = DRCT_WEIGHTS_PAGE,
+) -> ZooEntry:
+    return ZooEntry(
+        model=model,
+        display_name=display,
+        arch="DRCT",
+        scale=scale,
+        network_g=_freeze({**_DRCT_CONFIGS[config], "upscale": scale}),
+        weight_file=weight_file,
+        # test YAMLs read params_ema; the inference scripts read params (raw weights, not the published)
+        param_key="params_ema",
+        published=published,
+        paper=DRCT_PAPER,
+        window_multiple=16,
+        supports_fp16=False,  # the authors run fp32 only (DRCT#14); spandrel marks it unsafe in fp16
+        supports_bf16=True,
+        notes=notes,
+        license="MIT (code); weights per the DRCT README",
+        tasks=tasks,
+    )
+
+
+for _s in (2, 3, 4):
+    _ENTRIES += [
+        _drct("drct", "DRCT", "DRCT", _s, f"DRCT_SRx{_s}.pth", _sr_task(_s), notes="trained on DF2K"),
+        _drct(
+            "drct-imagenet",
+            "DRCT (ImageNet pre-trained)",
+            "DRCT",
+            _s,
+            f"DRCT_SRx{_s}_ImageNet-pretrain.pth",
+            _sr_task(_s),
+            notes="ImageNet pre-training, DF2K fine-tuning",
+        ),
+        _drct(
+            "drct-l",
+            "DRCT-L",
+            "DRCT-L",
+            _s,
+            f"DRCT-L_SRx{_s}_ImageNet-pretrain.pth",
+            _sr_task(_s),
+            notes="ImageNet pre-training; the x2 file was removed from the authors' Drive (DRCT#21)"
+            if _s == 2
+            else "ImageNet pre-training",
+        ),
+    ]
+_ENTRIES.append(
+    _drct(
+        "real-drct-gan",
+        "Real-DRCT-GAN",
+        "DRCT",
+        4,
+        "Real-DRCT-GAN_SRx4.pth",
+        ("real_sr_x4",),
+        notes="real-world degradations, GAN fine-tuned from the MSE model; the Drive folder gives no file "
+        "name, so rename the download to this one",
+        published=REAL_DRCT_WEIGHTS_PAGE,
+    )
+)
+
+# ----------------------------------------------------------------------------------------------
+# CRAFT (Li et al., "Feature Modulation Transformer: Cross-Refinement of Global Representation via
+# High-Frequency Prior for Image Super-Resolution", ICCV 2023). network_g from AVC2-UESTC/CRAFT-SR
+# options/train/CRAFT/*.yml (split sizes 4 x 16 are constructor defaults).
+# ----------------------------------------------------------------------------------------------
+CRAFT_PAPER = (
+    "https://openaccess.thecvf.com/content/ICCV2023/papers/Li_Feature_Modulation_Transformer_"
+    "Cross-Refinement_of_Global_Representation_via_High-Frequency_Prior_ICCV_2023_paper.pdf"
+)
+CRAFT_WEIGHTS_PAGE = (
+    "the CRAFT-SR README (https://github.com/AVC2-UESTC/CRAFT-SR): one Google Drive zip "
+    "https://drive.google.com/file/d/13wAmc93BPeBUBQ24zUZOuUpdBFG2aAY5/view (files under pretrained_models/)"
+)
+for _s in (2, 3, 4):
+    _ENTRIES.append(
+        ZooEntry(
+            model="craft",
+            display_name="CRAFT",
+            arch="CRAFT",
+            scale=_s,
+            network_g=_freeze(
+                {
+                    "type": "CRAFT",
+                    "upscale": _s,
+                    "in_chans": 3,
+                    "img_size": 64,
+                    "window_size": 16,
+                    "img_range": 1.0,
+                    "depths": [2, 2, 2, 2],
+                    "embed_dim": 48,
+                    "num_heads": [6, 6, 6, 6],
+                    "mlp_ratio": 2,
+                    "resi_connection": "1conv",
+                }
+            ),
+            weight_file=f"CRAFT_MODEL_X{_s}.pth",
+            param_key="params",  # trained without EMA
+            published=CRAFT_WEIGHTS_PAGE,
+            paper=CRAFT_PAPER,
+            window_multiple=16,
+            supports_fp16=False,  # untested on real weights; transformer SR overflows in fp16 (HAT#127)
+            supports_bf16=True,
+            # The README's numbers come from inference_CRAFT.py, which always flip-pads; its global
+            # (HFB) attention makes the padding change every output pixel, so we follow that script.
+            pad_mode="symmetric_always",
+            notes="lightweight (0.75 M parameters)",
+            license="see the CRAFT-SR repository",
+            tasks=_sr_task(_s),
+        )
+    )
+
+# ----------------------------------------------------------------------------------------------
+# DLGSANet (Li et al., "DLGSANet: Lightweight Dynamic Local and Global Self-Attention Networks for
+# Image Super-Resolution", ICCV 2023). network_g from NeonLeexiang/DLGSANet option files.
+# The Drive folders list no file names and the test YAMLs load net_g_latest.pth, so the file
+# names below are ours: rename the download to them (or pass --weights).
+# ----------------------------------------------------------------------------------------------
+DLGSANET_PAPER = "https://arxiv.org/abs/2301.02031"
+DLGSANET_CLASSIC_PAGE = (
+    "the DLGSANet README (https://github.com/NeonLeexiang/DLGSANet), BI-Classic SR x4: Google Drive "
+    "https://drive.google.com/drive/folders/1kqjoO7IEi7QmaOSEH37xKjRA_LcmL2eU or Baidu "
+    "https://pan.baidu.com/s/1PyArsdTVpQd8cK2UV65bxg (code IMAG)"
+)
+DLGSANET_EFFICIENT_PAGE = (
+    "the DLGSANet README (https://github.com/NeonLeexiang/DLGSANet), BI-Efficient SR (re-trained Light and "
+    "Tiny): Google Drive https://drive.google.com/drive/folders/1jbh5hNP4AGhsMPabWG7yq1mIDa_FcriO"
+)
+_DLGSANET_COMMON: dict[str, Any] = {
+    "type": "DLGSANet",
+    "in_chans": 3,
+    "buildblock_type": "sparseedge",
+    "window_size": 7,
+    "idynamic_num_heads": 6,
+    "idynamic_ffn_type": "GDFN",
+    "idynamic_ffn_expansion_factor": 2.0,
+    "idynamic": True,
+    "restormer_num_heads": 6,
+    "restormer_ffn_type": "GDFN",
+    "restormer_ffn_expansion_factor": 2.0,
+    "tlc_flag": True,
+    "activation": "relu",
+    "body_norm": False,
+    "img_range": 1.0,
+    "upsampler": "pixelshuffledirect",
+}
+_DLGSANET_TLC_KERNEL = {2: 96, 3: 72, 4: 48}
+_DLGSANET_SIZES = {  # name: (dim, groups, blocks)
+    "Large_90C6G4B": (90, 6, 4),
+    "Light_48C4G3B": (48, 4, 3),
+    "Tiny_48C3G3B": (48, 3, 3),
+}
+
+
+def _dlgsanet(model: str, display: str, size: str, scale: int, published: str, notes: str) -> ZooEntry:
+    dim, groups, blocks = _DLGSANET_SIZES[size]
+    return ZooEntry(
+        model=model,
+        display_name=display,
+        arch="DLGSANet",
+        scale=scale,
+        network_g=_freeze(
+            {
+                **_DLGSANET_COMMON,
+                "dim": dim,
+                "groups": groups,
+                "blocks": blocks,
+                "upscale": scale,
+                "tlc_kernel": _DLGSANET_TLC_KERNEL[scale],
+            }
+        ),
+        weight_file=f"DLGSANet_{size}_SRx{scale}.pth",
+        param_key="params",  # the official test path loads 'params' (BasicSR's default)
+        published=published,
+        paper=DLGSANET_PAPER,
+        window_multiple=1,  # convolutions and windowed channel attention: no padding needed
+        supports_fp16=False,  # per-pixel predicted kernels times features: fp16 overflow risk
+        supports_bf16=True,
+        notes=notes,
+        license="see the DLGSANet repository",
+        tasks=_sr_task(scale),
+    )
+
+
+_ENTRIES.append(
+    _dlgsanet(
+        "dlgsanet",
+        "DLGSANet",
+        "Large_90C6G4B",
+        4,
+        DLGSANET_CLASSIC_PAGE,
+        "classic model (4.76 M parameters); x2/x3 weights were never released",
+    )
+)
+for _s in (2, 3, 4):
+    _ENTRIES += [
+        _dlgsanet(
+            "dlgsanet-light",
+            "DLGSANet-light",
+            "Light_48C4G3B",
+            _s,
+            DLGSANET_EFFICIENT_PAGE,
+            "lightweight (0.75 M parameters); re-trained by the authors, within 0.05 dB of the paper",
+        ),
+        _dlgsanet(
+            "dlgsanet-tiny",
+            "DLGSANet-tiny",
+            "Tiny_48C3G3B",
+            _s,
+            DLGSANET_EFFICIENT_PAGE,
+            "tiny (0.57 M parameters); re-trained by the authors",
+        ),
+    ]
 
 ZOO: Mapping[str, ZooEntry] = MappingProxyType({e.key: e for e in _ENTRIES})
 

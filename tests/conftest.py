@@ -56,23 +56,38 @@ def _center_copy(conv: torch.nn.Conv2d, channels: int, repeat: int = 1, bias: fl
 
 
 def image_preserving_(net: torch.nn.Module, body_gain: float = 0.3) -> torch.nn.Module:
-    """Turn a randomly initialised SR network (BasicSR layout: conv_first, conv_after_body,
-    conv_before_upsample, upsample, conv_last) into nearest-neighbour upscaling plus the body's
+    """Turn a randomly initialised SR network into nearest-neighbour upscaling plus the body's
     random, context-dependent residual scaled by ``body_gain``.
 
-    A random network alone outputs a near-constant picture, which makes tests of alpha, tiling or
-    colour meaningless; this keeps the picture while every attention layer still contributes.
+    Works on the BasicSR layouts of our archs: first conv (``conv_first`` or
+    ``overlap_embed.0.proj``), body output conv (``conv_after_body`` or the last layer of
+    ``deep_feature_extraction``), and either ``conv_before_upsample`` + ``upsample`` + ``conv_last``
+    or a one-step ``upsample`` (conv + pixel shuffle). A random network alone outputs a
+    near-constant picture, which makes tests of alpha, tiling or colour meaningless; this keeps the
+    picture while every attention layer still contributes.
     """
     c = 3
-    _center_copy(net.conv_first, c, bias=1.0)  # +1 keeps features positive through LeakyReLU
+    first = net.conv_first if hasattr(net, "conv_first") else net.overlap_embed[0].proj
+    body_out = net.conv_after_body if hasattr(net, "conv_after_body") else net.deep_feature_extraction[-1]
+    two_stage = hasattr(net, "conv_before_upsample")
+    offset = 1.0 if two_stage else 0.0  # +1 keeps features positive through LeakyReLU
     with torch.no_grad():
-        net.conv_after_body.weight.mul_(body_gain)
-    _center_copy(net.conv_before_upsample[0], c)
+        first.weight.zero_()
+        for ch in range(c):
+            first.weight[ch, ch, first.weight.shape[-2] // 2, first.weight.shape[-1] // 2] = 1.0
+        if first.bias is not None:
+            first.bias.zero_()
+            first.bias[:c] = offset
+        body_out.weight.mul_(body_gain)
     stages = [m for m in net.upsample if isinstance(m, torch.nn.Conv2d)]
     shuffles = [m for m in net.upsample if isinstance(m, torch.nn.PixelShuffle)]
-    for conv, shuffle in zip(stages, shuffles):
-        _center_copy(conv, c, repeat=shuffle.upscale_factor**2)
-    _center_copy(net.conv_last, c, bias=-1.0)
+    if two_stage:
+        _center_copy(net.conv_before_upsample[0], c)
+        for conv, shuffle in zip(stages, shuffles):
+            _center_copy(conv, c, repeat=shuffle.upscale_factor**2)
+        _center_copy(net.conv_last, c, bias=-offset)
+    else:
+        _center_copy(stages[0], c, repeat=shuffles[0].upscale_factor ** 2)
     return net
 
 

@@ -43,7 +43,7 @@ def test_router_default_prefers_available_weights():
         return entry.model == "hat-s"
 
     assert tasks.resolve("sr_x3", weights_available=available).model == "hat-s"
-    assert tasks.resolve("sr_x3", weights_available=lambda e: False).model == "hat-l"
+    assert tasks.resolve("sr_x3", weights_available=lambda e: False).model == "drct-l"
     assert tasks.resolve("SR_X2", "HAT").display_name == "HAT"
 
 

@@ -6,7 +6,8 @@ Same parameters, buffers and state-dict keys as the official ``XPixelGroup/HAT``
 so the released checkpoints (``params_ema``) load with ``strict=True``, and the same math. The forward is
 reorganised for speed; ``bench/hat_plain_reference.py`` is a literal implementation used as the oracle:
 
-* attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the relative
+* window attention is the shared :class:`~restorer.archs.layers.WindowAttention`: it runs through
+  :func:`torch.nn.functional.scaled_dot_product_attention` with the relative
   position bias (plus the shift mask) as an additive ``(1, heads, N, M)`` mask, so no ``(windows, heads, N,
   N)`` score tensor is materialised on backends with fused kernels;
 * the cyclic shift and the window partition are one token gather (``index_select``) whose order puts the
@@ -41,13 +42,15 @@ from restorer.archs.layers import (
     PatchEmbed,
     PatchUnEmbed,
     Upsample,
+    WindowAttention,
+    WindowPartition,
     crop_to,
     gather_relative_position_bias,
+    make_window_partition,
     pad_to_multiple,
     relative_position_index,
     relative_position_index_overlap,
     shifted_window_region_masks,
-    window_partition,
 )
 
 ensure_basicsr_importable()
@@ -63,64 +66,16 @@ __all__ = ["HAT"]
 
 
 @dataclass
-class _Partition:
-    """Token order for one window layout: ``tokens[:, perm]`` are the windows, ``[:, inv]`` undoes it.
-
-    ``groups`` lists ``(first_window, end_window, region)``: the windows in ``[first, end)`` all use shift
-    mask ``region`` (0 = no mask).
-    """
-
-    perm: Tensor
-    inv: Tensor
-    groups: list[tuple[int, int, int]]
-
-
-@dataclass
 class _Context:
     """Everything the blocks share within one forward (one feature size)."""
 
     h: int
     w: int
-    plain: _Partition
-    shifted: _Partition | None
+    plain: WindowPartition
+    shifted: WindowPartition | None
     region_masks: Tensor | None  # (4, N, N), dtype of the features
     rpi_sa: Tensor  # (N, N) long
     rpi_oca: Tensor  # (N, M) long, with the official negative entries
-
-
-def _make_partition(h: int, w: int, ws: int, shift: int, device: torch.device) -> _Partition:
-    """Token gather order for a (cyclically shifted) window partition of an ``h x w`` raster.
-
-    Shifted windows are grouped as interior / last window column / last window row / bottom-right,
-    matching :func:`~restorer.archs.layers.shifted_window_region_masks`.
-    """
-    rows = (torch.arange(h) + shift) % h  # roll by -shift: shifted[i] = x[(i + shift) % h]
-    cols = (torch.arange(w) + shift) % w
-    flat = (rows[:, None] * w + cols[None, :])[None, :, :, None]  # 1, h, w, 1
-    nh, nw = h // ws, w // ws
-    win = window_partition(flat, ws).view(nh, nw, ws * ws)
-    if shift == 0:
-        perm = win.reshape(-1)
-        groups = [(0, nh * nw, 0)]
-    else:
-        parts = [
-            (win[: nh - 1, : nw - 1], 0),
-            (win[: nh - 1, nw - 1 :], 1),
-            (win[nh - 1 :, : nw - 1], 2),
-            (win[nh - 1 :, nw - 1 :], 3),
-        ]
-        chunks, groups, start = [], [], 0
-        for part, region in parts:
-            n = part.shape[0] * part.shape[1]
-            if n == 0:
-                continue
-            chunks.append(part.reshape(-1))
-            groups.append((start, start + n, region))
-            start += n
-        perm = torch.cat(chunks)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(perm.numel())
-    return _Partition(perm.to(device), inv.to(device), groups)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,78 +121,6 @@ class CAB(nn.Module):
             return self.cab(x)
         feat = self.cab[2](self.cab[1](self.cab[0](x)))
         return feat * (self.cab[3].attention(feat) * scale)
-
-
-class WindowAttention(nn.Module):
-    """Window multi-head self-attention with relative position bias (parameters of HAT's W-MSA).
-
-    Args:
-        dim: channels ``C``.
-        window_size: ``(ws, ws)``.
-        num_heads: heads.
-        qkv_bias: bias in ``qkv``.
-        qk_scale: overrides ``head_dim ** -0.5``.
-        attn_drop: attention dropout (training only).
-        proj_drop: output dropout (training only).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        window_size: tuple[int, int],
-        num_heads: int,
-        qkv_bias: bool = True,
-        qk_scale: float | None = None,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        head_dim = dim // num_heads
-        self.scale = qk_scale or head_dim**-0.5
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
-        )
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def forward(self, x: Tensor, part: _Partition, ctx: _Context) -> Tensor:
-        """Attend within windows.
-
-        Args:
-            x: ``(B, L, C)`` normalised tokens in raster order, ``L = H*W``.
-            part: window order (plain or shifted) of this block.
-            ctx: per-forward shared state.
-
-        Returns:
-            ``(B, L, C)`` in raster order (after ``proj``).
-        """
-        b, n_tok, c = x.shape
-        heads = self.num_heads
-        n = self.window_size[0] * self.window_size[1]
-        n_win = n_tok // n
-        qkv = self.qkv(x.index_select(1, part.perm)).view(b, n_win, n, 3, heads, c // heads)
-        bias = gather_relative_position_bias(self.relative_position_bias_table, ctx.rpi_sa).to(qkv.dtype)
-        dropout = self.attn_drop if self.training else 0.0
-
-        outs = []
-        for start, end, region in part.groups:
-            ng = end - start
-            grp = qkv[:, start:end] if ng != n_win else qkv
-            q, k, v = (grp[:, :, :, i].transpose(2, 3).reshape(b * ng, heads, n, -1) for i in range(3))
-            mask = bias if region == 0 else bias + ctx.region_masks[region].to(bias.dtype)
-            o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.unsqueeze(0), dropout_p=dropout, scale=self.scale
-            )
-            outs.append(o.view(b, ng, heads, n, -1).transpose(2, 3))  # B, ng, N, heads, d
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        out = self.proj(out.reshape(b, n_tok, c))
-        return self.proj_drop(out.index_select(1, part.inv))
 
 
 class HAB(nn.Module):
@@ -300,7 +183,7 @@ class HAB(nn.Module):
         conv_x = self.conv_block(xn.view(b, ctx.h, ctx.w, c).permute(0, 3, 1, 2), scale=self.conv_scale)
         conv_x = conv_x.permute(0, 2, 3, 1).reshape(b, n_tok, c)
         part = ctx.shifted if self.shift_size > 0 else ctx.plain
-        attn_x = self.attn(xn, part, ctx)
+        attn_x = self.attn(xn, part, ctx.region_masks, ctx.rpi_sa)
         x = torch.add(x, self.drop_path(attn_x)).add_(conv_x)  # shortcut + attn + conv_scale * CAB
         return self.drop_path(self.mlp(self.norm2(x))).add_(x)
 
@@ -675,7 +558,7 @@ class HAT(nn.Module):
 
         self.apply(self._init_weights)
         self._uses_shift = any(blk.shift_size > 0 for lay in self.layers for blk in lay.residual_group.blocks)
-        self._partition_cache: dict[tuple, tuple[_Partition, _Partition | None]] = {}
+        self._partition_cache: dict[tuple, tuple[WindowPartition, WindowPartition | None]] = {}
 
     @property
     def window_multiple(self) -> int:
@@ -712,8 +595,8 @@ class HAT(nn.Module):
         key = (h, w, shift, device)
         parts = self._partition_cache.get(key)
         if parts is None:
-            plain = _make_partition(h, w, ws, 0, device)
-            shifted = _make_partition(h, w, ws, shift, device) if shift else None
+            plain = make_window_partition(h, w, ws, 0, device)
+            shifted = make_window_partition(h, w, ws, shift, device) if shift else None
             if len(self._partition_cache) >= 8:
                 self._partition_cache.clear()
             parts = self._partition_cache[key] = (plain, shifted)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from threading import Lock
 
 import torch
@@ -23,6 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "BiasFreeLayerNorm",
+    "ChannelLayerNorm",
+    "WithBiasLayerNorm",
     "DropPath",
     "drop_path",
     "Mlp",
@@ -30,9 +34,14 @@ __all__ = [
     "PatchUnEmbed",
     "Upsample",
     "UpsampleOneStep",
+    "WindowAttention",
+    "WindowPartition",
     "crop_to",
     "gather_relative_position_bias",
+    "make_window_partition",
     "pad_to_multiple",
+    "pad_symmetric",
+    "pad_symmetric_always",
     "relative_position_index",
     "relative_position_index_overlap",
     "shifted_window_mask",
@@ -264,6 +273,203 @@ def shifted_window_region_masks(
 
 
 # ------------------------------------------------------------------------------------------------
+# Shifted-window attention (fast path shared by HAT, DRCT, ...)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowPartition:
+    """Token order of one window layout: ``tokens[:, perm]`` are the windows, ``[:, inv]`` undoes it.
+
+    ``perm`` / ``inv`` of ``None`` mean the tokens are already in this window order (no gather needed).
+    ``groups`` lists ``(first_window, end_window, region)``: the windows in ``[first, end)`` all use the
+    shift mask ``region`` of :func:`shifted_window_region_masks` (``0`` = no mask).
+    """
+
+    perm: Tensor | None
+    inv: Tensor | None
+    groups: list[tuple[int, int, int]]
+
+    @property
+    def is_identity(self) -> bool:
+        return self.perm is None
+
+    def relative_to(self, base: WindowPartition) -> WindowPartition:
+        """This layout for tokens that are stored in ``base``'s window order instead of raster order.
+
+        A model that keeps its tokens in the order of one layout (say the plain windows) then needs no
+        gather at all for blocks of that layout, and one gather each way for the other layout.
+        """
+        if base is self:
+            return WindowPartition(None, None, list(self.groups))
+        if base.perm is None:
+            return self
+        if self.perm is None:
+            raise ValueError("relative_to needs a partition expressed in raster order")
+        # stored = raster[base.perm]; wanted = raster[self.perm] = stored[base.inv[self.perm]]
+        return WindowPartition(base.inv[self.perm], self.inv[base.perm], list(self.groups))
+
+
+def make_window_partition(
+    h: int, w: int, window_size: int, shift: int, device: torch.device | str | None = None
+) -> WindowPartition:
+    """Token gather order for the (cyclically shifted) window partition of an ``h x w`` raster.
+
+    Equals ``torch.roll(x, (-shift, -shift))`` followed by :func:`window_partition`, as one index. Shifted
+    windows are grouped as interior / last window column / last window row / bottom-right corner, which
+    matches the four masks of :func:`shifted_window_region_masks`; unshifted windows form one group.
+
+    Args:
+        h: raster height (multiple of ``window_size``).
+        w: raster width (multiple of ``window_size``).
+        window_size: square window side ``ws``.
+        shift: cyclic shift ``0 <= shift < ws``.
+        device: device of the index tensors.
+    """
+    ws = int(window_size)
+    if h % ws or w % ws:
+        raise ValueError(f"feature size {h}x{w} is not a multiple of the window size {ws}")
+    rows = (torch.arange(h, device="cpu") + shift) % h  # roll by -shift: shifted[i] = x[(i + shift) % h]
+    cols = (torch.arange(w, device="cpu") + shift) % w
+    flat = (rows[:, None] * w + cols[None, :])[None, :, :, None]  # 1, h, w, 1
+    nh, nw = h // ws, w // ws
+    win = window_partition(flat, ws).view(nh, nw, ws * ws)
+    if shift == 0:
+        perm = win.reshape(-1)
+        groups = [(0, nh * nw, 0)]
+    else:
+        parts = [
+            (win[: nh - 1, : nw - 1], 0),
+            (win[: nh - 1, nw - 1 :], 1),
+            (win[nh - 1 :, : nw - 1], 2),
+            (win[nh - 1 :, nw - 1 :], 3),
+        ]
+        chunks, groups, start = [], [], 0
+        for part, region in parts:
+            n = part.shape[0] * part.shape[1]
+            if n == 0:
+                continue
+            chunks.append(part.reshape(-1))
+            groups.append((start, start + n, region))
+            start += n
+        perm = torch.cat(chunks)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device="cpu")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return WindowPartition(perm.to(device), inv.to(device), groups)
+
+
+class WindowAttention(nn.Module):
+    """Window multi-head self-attention with relative position bias (Swin W-MSA / SW-MSA), fast form.
+
+    Parameter names are the official Swin / HAT / DRCT ones (``relative_position_bias_table``, ``qkv``,
+    ``proj``). Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
+    bias (plus, for shifted windows, one of the four region masks) as an additive ``(1, heads, N, N)``
+    mask, one call per window group of the :class:`WindowPartition`; the window gather is one
+    ``index_select`` and the ``(nW, N, N)`` mask is never built. Same math as the official
+    ``softmax(q k^T * scale + bias + mask) v`` (mask fill ``-100``).
+
+    Args:
+        dim: channels ``C`` (a multiple of ``num_heads``).
+        window_size: ``ws`` or ``(wh, ww)``.
+        num_heads: heads.
+        qkv_bias: bias in ``qkv``.
+        qk_scale: overrides ``head_dim ** -0.5``.
+        attn_drop: attention dropout probability (training only).
+        proj_drop: output dropout probability (training only).
+        index_buffer: register the Swin ``relative_position_index`` ``(N, N)`` int64 buffer (persistent,
+            as in Swin / DRCT, whose checkpoints hold one per block); without it the caller passes the
+            index to :meth:`forward` (HAT keeps one top-level buffer for all blocks).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: SizeLike,
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        index_buffer: bool = False,
+    ) -> None:
+        super().__init__()
+        window_size = to_2tuple(window_size)
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not a multiple of num_heads {num_heads}")
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
+        )
+        if index_buffer:
+            self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
+
+    def forward(
+        self,
+        x: Tensor,
+        part: WindowPartition,
+        region_masks: Tensor | None = None,
+        rpi: Tensor | None = None,
+    ) -> Tensor:
+        """Attend within windows.
+
+        Args:
+            x: ``(B, L, C)`` normalised tokens, in the order ``part`` is expressed against (raster order,
+                or the stored window order for a partition made with :meth:`WindowPartition.relative_to`).
+            part: window layout of this block (from :func:`make_window_partition`).
+            region_masks: ``(4, N, N)`` from :func:`shifted_window_region_masks`; needed when ``part`` has
+                shifted groups.
+            rpi: ``(N, N)`` relative position index; default: this module's ``relative_position_index``.
+
+        Returns:
+            ``(B, L, C)`` in the same token order as ``x`` (after ``proj``).
+        """
+        b, n_tok, c = x.shape
+        heads = self.num_heads
+        n = self.window_size[0] * self.window_size[1]
+        n_win = n_tok // n
+        if part.perm is not None:
+            x = x.index_select(1, part.perm)
+        qkv = self.qkv(x).view(b, n_win, n, 3, heads, c // heads)
+        index = rpi if rpi is not None else self.relative_position_index
+        bias = gather_relative_position_bias(self.relative_position_bias_table, index).to(qkv.dtype)
+        dropout = self.attn_drop if self.training else 0.0
+
+        outs = []
+        for start, end, region in part.groups:
+            ng = end - start
+            grp = qkv[:, start:end] if ng != n_win else qkv
+            q, k, v = (grp[:, :, :, i].transpose(2, 3).reshape(b * ng, heads, n, -1) for i in range(3))
+            if region == 0:
+                mask = bias
+            else:
+                if region_masks is None:
+                    raise ValueError("shifted windows need region_masks")
+                mask = bias + region_masks[region].to(bias.dtype)
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.unsqueeze(0), dropout_p=dropout, scale=self.scale
+            )
+            outs.append(o.view(b, ng, heads, n, -1).transpose(2, 3))  # B, ng, N, heads, d
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        out = self.proj(out.reshape(b, n_tok, c))
+        if part.inv is not None:
+            out = out.index_select(1, part.inv)
+        return self.proj_drop(out)
+
+
+# ------------------------------------------------------------------------------------------------
 # Padding
 # ------------------------------------------------------------------------------------------------
 
@@ -307,6 +513,48 @@ def pad_to_multiple(x: Tensor, multiple: SizeLike) -> tuple[Tensor, tuple[int, i
     if pad_h < h and pad_w < w:
         return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect"), (pad_h, pad_w)
     return _pad_dim(_pad_dim(x, pad_h, -2), pad_w, -1), (pad_h, pad_w)
+
+
+def _symmetric_indices(size: int, pad: int) -> Tensor:
+    """``0 .. size + pad - 1`` folded into ``[0, size)`` by mirrors that repeat the edge sample.
+
+    ``size=3, pad=7``: ``0 1 2 | 2 1 0 | 0 1 2 | 2`` (period ``2 * size``).
+    """
+    i = torch.arange(size + pad, device="cpu") % (2 * size)
+    return torch.where(i < size, i, 2 * size - 1 - i)
+
+
+def pad_symmetric(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
+    """Pad ``(..., H, W)`` at the bottom/right with mirror images that repeat the edge row/column.
+
+    For ``pad <= size`` this is exactly ``torch.cat([x, x.flip(d)], d)[..., :size + pad]`` (the flip padding
+    of the SwinIR / DRCT / CRAFT inference scripts, numpy ``'symmetric'``); larger pads continue the
+    mirroring periodically, so any size ``>= 1`` works.
+    """
+    if pad_h > 0:
+        x = x.index_select(-2, _symmetric_indices(x.shape[-2], pad_h).to(x.device))
+    if pad_w > 0:
+        x = x.index_select(-1, _symmetric_indices(x.shape[-1], pad_w).to(x.device))
+    return x
+
+
+def pad_symmetric_always(x: Tensor, multiple: SizeLike) -> tuple[Tensor, tuple[int, int]]:
+    """The inference-script padding of SwinIR / DRCT / CRAFT: always ``(size // m + 1) * m - size``.
+
+    That is ``1 .. m`` rows / columns (a full ``m`` when the size is already a multiple), filled by
+    :func:`pad_symmetric`. Crop the result with :func:`crop_to`.
+
+    Args:
+        x: ``(B, C, H, W)``.
+        multiple: ``m`` or ``(mh, mw)``.
+
+    Returns:
+        ``(x_padded, (pad_h, pad_w))``.
+    """
+    mh, mw = to_2tuple(multiple)
+    h, w = x.shape[-2:]
+    pad_h, pad_w = mh - h % mh, mw - w % mw
+    return pad_symmetric(x, pad_h, pad_w), (pad_h, pad_w)
 
 
 def crop_to(x: Tensor, height: int, width: int) -> Tensor:
@@ -490,3 +738,62 @@ class DropPath(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return drop_path(x, self.drop_prob, self.training)
+
+
+# ------------------------------------------------------------------------------------------------
+# Restormer-style channel LayerNorm (CRAFT, DLGSANet, ...)
+# ------------------------------------------------------------------------------------------------
+
+
+class WithBiasLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with weight and bias, eps ``1e-5`` inside the square root.
+
+    Restormer's ``WithBias_LayerNorm`` (``(x - mean) / sqrt(var + 1e-5) * weight + bias``, biased variance),
+    which is exactly :func:`torch.nn.functional.layer_norm`. Keys ``weight``, ``bias``.
+
+    Shapes: ``(..., C) -> (..., C)``.
+    """
+
+    def __init__(self, normalized_shape: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(normalized_shape))
+        self.bias = nn.Parameter(torch.zeros(normalized_shape))
+        self.normalized_shape = (normalized_shape,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, 1e-5)
+
+
+class BiasFreeLayerNorm(nn.Module):
+    """Restormer's ``BiasFree_LayerNorm``: ``x / sqrt(var + 1e-5) * weight``, ``x`` **not** centred.
+
+    The variance is still taken about the mean (biased). Key ``weight``. Shapes: ``(..., C) -> (..., C)``.
+    """
+
+    def __init__(self, normalized_shape: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(normalized_shape))
+        self.normalized_shape = (normalized_shape,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        var = x.var(-1, keepdim=True, unbiased=False)
+        return x * torch.rsqrt(var + 1e-5) * self.weight
+
+
+class ChannelLayerNorm(nn.Module):
+    """Restormer's ``LayerNorm(dim, LayerNorm_type)``: normalises the channels of an NCHW map.
+
+    The parameters live in ``body`` (keys ``body.weight`` and, unless ``'BiasFree'``, ``body.bias``), as in
+    Restormer / CRAFT checkpoints (``norm.body.weight`` ...). Any type other than ``'BiasFree'`` means with
+    bias, as in the official code (CRAFT passes ``'with_bias'`` and ``'WithBias'``).
+
+    ``forward`` takes ``(B, C, H, W)`` and returns ``(B, C, H, W)`` (channels-last memory: a permuted view of
+    the token result). Code that keeps features channels-last calls ``body`` directly on ``(..., C)``.
+    """
+
+    def __init__(self, dim: int, layer_norm_type: str = "WithBias") -> None:
+        super().__init__()
+        self.body = BiasFreeLayerNorm(dim) if layer_norm_type == "BiasFree" else WithBiasLayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

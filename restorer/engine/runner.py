@@ -239,6 +239,8 @@ def build_restorer(
     dtype = resolve_precision(precision, torch_device, entry)
     model = build_network(entry.network_options())
     rw.load_checkpoint(model, path, entry)
+    if hasattr(model, "pad_mode"):
+        model.pad_mode = entry.pad_mode  # the zoo states which official padding convention is used
     model.eval().requires_grad_(False).to(device=torch_device, dtype=dtype)
     if tile is None:
         tile = auto_tile(torch_device)

@@ -6,7 +6,7 @@
 - Adam, AdamW and SGD (``train.optim_g.type``);
 - gradient clipping: ``train.grad_clip`` (max total norm; off when absent or 0);
 - DistributedDataParallel on CPUs (gloo) as well as GPUs;
-- the official repositories' ``model_type`` names (``HATModel``, ``DRCTModel``, ``CRAFTModel``)
+- the official repositories' ``model_type`` names (``HATModel``, ``DRCTModel``, ``CRAFT_Model``)
   as aliases, so their option files run unchanged. Our architectures pad any input size
   themselves, which is what those classes' ``test`` added to ``SRModel``.
 """
@@ -73,7 +73,7 @@ class RestorerSRModel(SRModel):
             self.model_ema(decay=self.ema_decay)
 
 
-for _alias in ("HATModel", "DRCTModel", "CRAFTModel"):
+for _alias in ("HATModel", "DRCTModel", "CRAFTModel", "CRAFT_Model"):
     MODEL_REGISTRY.register()(
         type(_alias, (RestorerSRModel,), {"__doc__": f"Alias of RestorerSRModel ({_alias})."})
     )

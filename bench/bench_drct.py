@@ -1,0 +1,151 @@
+"""CPU forward benchmark: our DRCT against the plain reference, same random weights, same run.
+
+Prints one JSON object. Default: DRCT x4 (official test config) on 1x3x64x64 and 1x3x128x128,
+``torch.inference_mode``, 2 threads. Each model is timed in two interleaved passes (plain, ours, plain,
+ours) of ``--runs`` timed runs each (after ``--warmup`` runs); the lower of its two medians is reported, so
+that background load on a shared machine hurts both models alike. Process CPU time (all threads) and the
+1-minute load average are reported too: on a loaded machine wall times are inflated, CPU times much less.
+``--quick``: a reduced config (2 RDGs) on 1x3x64x64 only.
+
+    python bench/bench_drct.py [--quick] [--threads 2] [--runs 3] [--warmup 1] [--sizes 64 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from drct_plain_reference import build_plain_drct  # noqa: E402
+
+from restorer.archs import build_network  # noqa: E402
+
+DRCT_X4 = {
+    "type": "DRCT",
+    "upscale": 4,
+    "in_chans": 3,
+    "img_size": 64,
+    "window_size": 16,
+    "compress_ratio": 3,
+    "squeeze_factor": 30,
+    "conv_scale": 0.01,
+    "overlap_ratio": 0.5,
+    "img_range": 1.0,
+    "depths": [6, 6, 6, 6, 6, 6],
+    "embed_dim": 180,
+    "num_heads": [6, 6, 6, 6, 6, 6],
+    "mlp_ratio": 2,
+    "upsampler": "pixelshuffle",
+    "resi_connection": "1conv",
+}
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every parameter non-trivial values (biases and bias tables too) so all paths matter."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif p.ndim == 1:
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+
+
+def _time(
+    model: torch.nn.Module, x: torch.Tensor, warmup: int, runs: int
+) -> tuple[float, float, torch.Tensor]:
+    """Median wall time and median process CPU time (all threads) of ``runs`` forwards."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            out = model(x)
+        walls, cpus = [], []
+        for _ in range(runs):
+            c0, t0 = time.process_time(), time.perf_counter()
+            out = model(x)
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), out
+
+
+def _loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2-RDG DRCT x4, 64x64 only, 3 runs")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--sizes", type=int, nargs="+", default=None)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    cfg = dict(DRCT_X4)
+    if args.quick:
+        cfg.update(depths=[6, 6], num_heads=[6, 6])
+    sizes = args.sizes or ([64] if args.quick else [64, 128])
+    runs = args.runs or 3
+
+    torch.manual_seed(0)
+    ours = build_network(cfg).eval()
+    _randomise(ours)
+    plain = build_plain_drct(cfg).eval()
+    plain.load_state_dict(ours.state_dict(), strict=True)
+
+    result: dict = {
+        "config": "DRCT x4" + (" (quick: 2 RDGs)" if args.quick else ""),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "runs": runs,
+        "warmup": args.warmup,
+        "results": [],
+    }
+    gen = torch.Generator().manual_seed(1)
+    for s in sizes:
+        x = torch.rand(1, 3, s, s, generator=gen)
+        # interleave the two models so that background load hits both alike
+        load_before = _loadavg()
+        t_plain, c_plain, out_plain = _time(plain, x, args.warmup, runs)
+        t_ours, c_ours, out_ours = _time(ours, x, args.warmup, runs)
+        t_plain2, c_plain2, _ = _time(plain, x, 0, runs)
+        t_ours2, c_ours2, _ = _time(ours, x, 0, runs)
+        t_plain, t_ours = min(t_plain, t_plain2), min(t_ours, t_ours2)
+        c_plain, c_ours = min(c_plain, c_plain2), min(c_ours, c_ours2)
+        result["results"].append(
+            {
+                "input": [1, 3, s, s],
+                "plain_s": round(t_plain, 4),
+                "ours_s": round(t_ours, 4),
+                "speedup": round(t_plain / t_ours, 3),
+                "time_saved_pct": round(100 * (1 - t_ours / t_plain), 1),
+                "plain_cpu_s": round(c_plain, 4),
+                "ours_cpu_s": round(c_ours, 4),
+                "cpu_speedup": round(c_plain / c_ours, 3),
+                "loadavg_1min": [load_before, _loadavg()],
+                "max_abs_diff": float((out_ours - out_plain).abs().max()),
+                "plain_output_max_abs": float(out_plain.abs().max()),
+                "output_shape": list(out_ours.shape),
+            }
+        )
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
