@@ -34,7 +34,8 @@ class HRBicubicDataset(data.Dataset):
     """HR folder -> ``{'lq', 'gt', 'lq_path', 'gt_path'}`` with bicubic LR made on the fly.
 
     Options (BasicSR style): ``dataroot_gt`` (a folder, or a list of folders), ``scale``,
-    ``phase``; for training ``gt_size`` (HR patch size; random crop), ``use_hflip``, ``use_rot``.
+    ``phase``; for training ``gt_size`` (HR patch size; random crop), ``use_hflip``, ``use_rot``;
+    ``cache_images`` keeps decoded images in memory (for small sets).
     Validation images are mod-cropped to the scale and used whole. Tensors are RGB (3, h, w) in [0, 1].
     """
 
@@ -48,14 +49,20 @@ class HRBicubicDataset(data.Dataset):
         if not self.paths:
             raise ValueError(f"No images found in {', '.join(map(str, roots))}")
         self.train = opt.get("phase") == "train"
+        # Small photo sets are re-read for every patch; decoding dominates unless kept in memory.
+        self._cache: dict[int, np.ndarray] | None = {} if opt.get("cache_images", False) else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
-        image = rio.read_image(path)
-        hr = image.pixels if image.pixels.shape[2] == 3 else np.repeat(image.pixels, 3, axis=2)
+        hr = self._cache.get(index) if self._cache is not None else None
+        if hr is None:
+            image = rio.read_image(path)
+            hr = image.pixels if image.pixels.shape[2] == 3 else np.repeat(image.pixels, 3, axis=2)
+            if self._cache is not None:
+                self._cache[index] = hr
         if self.train:
             size = int(self.opt["gt_size"]) // self.scale * self.scale
             h, w = hr.shape[:2]
