@@ -49,6 +49,7 @@ from restorer.archs.layers import (
     UpsampleOneStep,
     crop_to,
     gather_relative_position_bias,
+    init_transformer_weights,
     pad_symmetric_always,
     pad_to_multiple,
     relative_position_index,
@@ -689,7 +690,7 @@ class CRAFT(nn.Module):
             self.conv_after_body = nn.Identity()
         self.upsample = UpsampleOneStep(upscale, embed_dim, num_out_ch)
 
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         self._partition_cache: dict[tuple, tuple[tuple[_RectPartition, ...], tuple[_RectPartition, ...]]] = {}
 
     @staticmethod
@@ -706,24 +707,6 @@ class CRAFT(nn.Module):
     def scale(self) -> int:
         """Upscaling factor."""
         return self.upscale
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"absolute_pos_embed"}
-
-    @torch.jit.ignore
-    def no_weight_decay_keywords(self) -> set[str]:
-        return {"relative_position_bias_table"}
 
     def _context(self, h: int, w: int, device: torch.device) -> _Context:
         """Window gather orders for an ``h x w`` feature map (multiples of both split sizes)."""

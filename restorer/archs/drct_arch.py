@@ -63,6 +63,7 @@ from restorer.archs.layers import (
     WindowAttention,
     WindowPartition,
     crop_to,
+    init_transformer_weights,
     make_window_partition,
     pad_symmetric_always,
     pad_to_multiple,
@@ -398,7 +399,7 @@ class DRCT(nn.Module):
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         first = self.layers[0].swin1 if self.num_layers else None
         # The window actually used (the official rule shrinks it when img_size fits in one window).
         self._block_window = first.window_size if first is not None else window_size
@@ -414,24 +415,6 @@ class DRCT(nn.Module):
     def scale(self) -> int:
         """Upscaling factor."""
         return self.upscale
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"absolute_pos_embed"}
-
-    @torch.jit.ignore
-    def no_weight_decay_keywords(self) -> set[str]:
-        return {"relative_position_bias_table"}
 
     def _context(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[_Context, Tensor]:
         """Shared state for an ``h x w`` feature map, and the raster -> plain-window token gather."""

@@ -46,6 +46,7 @@ from restorer.archs.layers import (
     WindowPartition,
     crop_to,
     gather_relative_position_bias,
+    init_transformer_weights,
     make_window_partition,
     pad_to_multiple,
     relative_position_index,
@@ -556,7 +557,7 @@ class HAT(nn.Module):
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         self._uses_shift = any(blk.shift_size > 0 for lay in self.layers for blk in lay.residual_group.blocks)
         self._partition_cache: dict[tuple, tuple[WindowPartition, WindowPartition | None]] = {}
 
@@ -569,24 +570,6 @@ class HAT(nn.Module):
     def scale(self) -> int:
         """Upscaling factor."""
         return self.upscale
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"absolute_pos_embed"}
-
-    @torch.jit.ignore
-    def no_weight_decay_keywords(self) -> set[str]:
-        return {"relative_position_bias_table"}
 
     def _context(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Context:
         """Gather orders, masks and wrapped indices for an ``h x w`` feature map (multiples of ``ws``)."""

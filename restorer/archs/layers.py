@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "init_transformer_weights",
     "BiasFreeLayerNorm",
     "ChannelLayerNorm",
     "WithBiasLayerNorm",
@@ -797,3 +798,16 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def init_transformer_weights(m: nn.Module) -> None:
+    """Swin-family initialisation (``model.apply(init_transformer_weights)``): truncated-normal
+    linear weights (std 0.02) with zero bias, unit LayerNorms. Only matters when training from
+    scratch; loaded checkpoints overwrite it."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.constant_(m.bias, 0)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.constant_(m.bias, 0)
+        nn.init.constant_(m.weight, 1.0)
