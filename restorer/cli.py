@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,16 @@ examples:
   restorer models                                        tasks, their models, which weights are present
   restorer weights list                                  every weight file and where it is published
 """
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where there is a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Restore or upscale images. Folders are read non-recursively unless -r is given; "
         "non-image files are skipped. Outputs go to -o DIR, written atomically; inputs are never "
         "overwritten.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     infer.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     infer.add_argument(
@@ -358,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted; no partial output files were left behind.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `restorer models | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":
