@@ -29,21 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from craft_plain_reference import build_plain_craft  # noqa: E402
 
+from restorer import zoo  # noqa: E402
 from restorer.archs import build_network  # noqa: E402
 
-CRAFT_X4 = {
-    "type": "CRAFT",
-    "upscale": 4,
-    "in_chans": 3,
-    "img_size": 64,
-    "window_size": 16,
-    "img_range": 1.0,
-    "depths": [2, 2, 2, 2],
-    "embed_dim": 48,
-    "num_heads": [6, 6, 6, 6],
-    "mlp_ratio": 2,
-    "resi_connection": "1conv",
-}
+CRAFT_X4 = zoo.get_entry("craft", 4).network_options()  # the official configuration
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> None:

@@ -29,32 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dlgsanet_plain_reference import build_plain_dlgsanet, plain_dynamic_dwconv  # noqa: E402
 
+from restorer import zoo  # noqa: E402
 from restorer.archs import build_network  # noqa: E402
 from restorer.ops import idynamic_dwconv, idynamic_dwconv_reference  # noqa: E402
 
-_COMMON = {
-    "type": "DLGSANet",
-    "upscale": 4,
-    "in_chans": 3,
-    "buildblock_type": "sparseedge",
-    "window_size": 7,
-    "idynamic_num_heads": 6,
-    "idynamic_ffn_type": "GDFN",
-    "idynamic_ffn_expansion_factor": 2.0,
-    "idynamic": True,
-    "restormer_num_heads": 6,
-    "restormer_ffn_type": "GDFN",
-    "restormer_ffn_expansion_factor": 2.0,
-    "tlc_flag": True,
-    "tlc_kernel": 48,
-    "activation": "relu",
-    "body_norm": False,
-    "img_range": 1.0,
-    "upsampler": "pixelshuffledirect",
-}
-CONFIGS = {
-    "DLGSANet-Light x4 (48C4G3B)": {**_COMMON, "dim": 48, "groups": 4, "blocks": 3},
-    "DLGSANet x4 (90C6G4B)": {**_COMMON, "dim": 90, "groups": 6, "blocks": 4},
+CONFIGS = {  # the official configurations, from the zoo
+    "DLGSANet-Light x4 (48C4G3B)": zoo.get_entry("dlgsanet-light", 4).network_options(),
+    "DLGSANet x4 (90C6G4B)": zoo.get_entry("dlgsanet", 4).network_options(),
 }
 
 

@@ -26,26 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hat_plain_reference import build_plain_hat  # noqa: E402
 
+from restorer import zoo  # noqa: E402
 from restorer.archs import build_network  # noqa: E402
 
-HAT_S_X4 = {
-    "type": "HAT",
-    "upscale": 4,
-    "in_chans": 3,
-    "img_size": 64,
-    "window_size": 16,
-    "compress_ratio": 24,
-    "squeeze_factor": 24,
-    "conv_scale": 0.01,
-    "overlap_ratio": 0.5,
-    "img_range": 1.0,
-    "depths": [6, 6, 6, 6, 6, 6],
-    "embed_dim": 144,
-    "num_heads": [6, 6, 6, 6, 6, 6],
-    "mlp_ratio": 2,
-    "upsampler": "pixelshuffle",
-    "resi_connection": "1conv",
-}
+HAT_S_X4 = zoo.get_entry("hat-s", 4).network_options()  # the official configuration
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> None:

@@ -205,23 +205,8 @@ REAL_DRCT_WEIGHTS_PAGE = (
     "the DRCT README (https://github.com/ming053l/DRCT), Real-DRCT-GAN folder "
     "https://drive.google.com/drive/folders/1emyaw6aQvhFgFC_RjK1Qo9c1sTRr-avk"
 )
-_DRCT_COMMON: dict[str, Any] = {
-    "type": "DRCT",
-    "in_chans": 3,
-    "img_size": 64,
-    "window_size": 16,
-    "compress_ratio": 3,
-    "squeeze_factor": 30,
-    "conv_scale": 0.01,
-    "overlap_ratio": 0.5,
-    "img_range": 1.0,
-    "depths": [6, 6, 6, 6, 6, 6],
-    "embed_dim": 180,
-    "num_heads": [6, 6, 6, 6, 6, 6],
-    "mlp_ratio": 2,
-    "upsampler": "pixelshuffle",
-    "resi_connection": "1conv",
-}
+# DRCT's option files were copied from HAT's: the same network_g apart from the type.
+_DRCT_COMMON: dict[str, Any] = {**_HAT_COMMON, "type": "DRCT"}
 _DRCT_CONFIGS: dict[str, dict[str, Any]] = {
     "DRCT": dict(_DRCT_COMMON),
     "DRCT-L": {**_DRCT_COMMON, "depths": [6] * 12, "num_heads": [6] * 12},
