@@ -1,20 +1,41 @@
-"""Evaluation runs: BasicSR test option files (``restorer test -opt``) on paired LR/HR folders.
+"""Evaluation runs with the papers' protocol: ``restorer benchmark`` and ``restorer test -opt``.
 
-An official repository's test YAML runs unchanged: ``network_g`` builds the network,
-``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g`` load the weights, every entry of
-``datasets`` with ``dataroot_lq`` (and ``dataroot_gt`` when present) is restored, and
-``val.metrics`` are computed with BasicSR's functions on uint8-rounded outputs, GT cropped to
-LR x scale as BasicSR's ``PairedImageDataset`` does in validation.
+Both commands feed the same loop, :func:`evaluate`: each test pair's LR input goes through a
+loaded :class:`~restorer.engine.runner.Restorer` (so ``--tile`` works), the output is rounded to
+uint8, GT is cropped to LR x scale (as BasicSR's ``PairedImageDataset`` does in validation), and
+the metrics are BasicSR's own functions (:mod:`restorer.metrics`). Same data and weights give the
+same numbers through either command.
+
+- ``restorer benchmark`` finds a test set's layout itself (:func:`discover`): BasicSR's
+  ``GTmod{s}/`` (or ``GTmod12/``) + ``LRbicx{s}/``, the common ``HR/`` + ``LR_bicubic/X{s}/``, or a
+  flat folder of HR images. Where no LR folder exists, LR images are made the way the published
+  LR sets were: mod-crop HR to the scale, MATLAB bicubic with antialiasing (BasicSR's
+  ``imresize``), rounded to uint8. ``restorer datasets prepare`` writes them once (:func:`prepare`).
+  Metrics: Y-channel (BT.601) PSNR and SSIM with ``crop_border = scale``; optionally RGB ones and
+  LPIPS.
+- ``restorer test -opt FILE`` runs a BasicSR test option file unchanged (:func:`run_option_file`):
+  ``network_g`` builds the network, ``path.pretrain_network_g`` / ``param_key_g`` load the
+  weights, and ``val.metrics`` say which metrics, crop and channel.
+
+How a task's LR inputs are made is a per-task hook (:class:`Degradation`, :func:`degradation_for`):
+bicubic downscaling for the super-resolution tasks; scale-1 restoration tasks and codecs register
+their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
+import re
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +43,538 @@ from restorer import io as rio
 from restorer import metrics as rmetrics
 from restorer import zoo
 from restorer.errors import RestorerError, UsageError
+
+if TYPE_CHECKING:
+    from restorer.engine.runner import Restorer
+    from restorer.tasks import TaskSpec
+
+# ---------------------------------------------------------------------------------------------
+# Degradations: how a task's test inputs are made from ground truth, and where stored ones live
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One way a test set is laid out on disk: an HR folder and, beside it, its LR folder.
+
+    ``hr`` and ``lr`` are relative to the test set's root; ``hr == "."`` is a flat folder of HR
+    images (the root itself).
+    """
+
+    name: str
+    hr: str
+    lr: str
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A task's test degradation.
+
+    ``layouts(scale)`` lists the folder layouts in the order they are tried; ``make_pair(gt, scale)``
+    turns a uint8 HxWx3 RGB ground truth into ``(lq, gt)``, both uint8 (``gt`` possibly cropped);
+    ``lr_stems(stem, scale)`` are the file stems a stored LR image of HR ``stem`` may carry.
+    """
+
+    name: str
+    layouts: Callable[[int], tuple[Layout, ...]]
+    make_pair: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    lr_stems: Callable[[str, int], tuple[str, ...]]
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Crop bottom/right so both sides are multiples of ``scale`` (BasicSR's ``mod_crop``)."""
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+def bicubic_lr(hr_u8: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB ``imresize(hr, 1/scale, 'bicubic')`` (antialiasing on) of a uint8 HxWxC image, as uint8.
+
+    ``hr_u8`` should already be mod-cropped (see :func:`bicubic_pair`). BasicSR's ``imresize``
+    works on [0, 1] floats; the result is clipped and rounded to the nearest 8-bit level, the way
+    the published LR sets and our training LR (``restorer.training.data``) are made.
+    """
+    from restorer._compat import ensure_basicsr_importable
+
+    ensure_basicsr_importable()
+    from basicsr.utils.matlab_functions import imresize
+
+    lr = imresize(hr_u8.astype(np.float64) / 255.0, 1.0 / scale, antialiasing=True)
+    return (np.clip(lr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def bicubic_upscale(lr_u8: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB ``imresize(lr, scale, 'bicubic')`` of a uint8 image, as uint8: the bicubic baseline."""
+    from restorer._compat import ensure_basicsr_importable
+
+    ensure_basicsr_importable()
+    from basicsr.utils.matlab_functions import imresize
+
+    up = imresize(lr_u8.astype(np.float64) / 255.0, float(scale))
+    return (np.clip(up, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def bicubic_pair(gt_u8: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lq, gt)``: ``gt`` mod-cropped to ``scale`` and its MATLAB-bicubic LR, both uint8."""
+    gt = np.ascontiguousarray(mod_crop(gt_u8, scale))
+    return bicubic_lr(gt, scale), gt
+
+
+def _bicubic_layouts(scale: int) -> tuple[Layout, ...]:
+    layouts = [Layout("BasicSR", f"GTmod{scale}", f"LRbicx{scale}")]
+    if 12 % scale == 0 and scale != 12:  # BasicSR's packed test sets: one GTmod12 for x2, x3, x4
+        layouts.append(Layout("BasicSR", "GTmod12", f"LRbicx{scale}"))
+    layouts.append(Layout("HR + LR_bicubic", "HR", f"LR_bicubic/X{scale}"))
+    layouts.append(Layout("flat HR folder", ".", f"LR_bicubic/X{scale}"))
+    return tuple(layouts)
+
+
+def _bicubic_lr_stems(stem: str, scale: int) -> tuple[str, ...]:
+    # BasicSR names LR like HR; EDSR's and SwinIR's packs add the scale ("babyx4.png").
+    return (stem, f"{stem}x{scale}")
+
+
+BICUBIC = Degradation("bicubic", _bicubic_layouts, bicubic_pair, _bicubic_lr_stems)
+
+# Task name -> its degradation. Image tasks with scale > 1 default to BICUBIC; scale-1 tasks
+# (denoising, reflection removal) and codecs register theirs here.
+DEGRADATIONS: dict[str, Degradation] = {}
+
+
+def register_degradation(task: str, degradation: Degradation) -> None:
+    """Make ``degradation`` the test degradation of ``task`` (replacing any earlier one)."""
+    DEGRADATIONS[task] = degradation
+
+
+def degradation_for(spec: TaskSpec) -> Degradation:
+    """The test degradation of a task: registered, else bicubic for image tasks with scale > 1."""
+    if spec.name in DEGRADATIONS:
+        return DEGRADATIONS[spec.name]
+    if spec.kind == "image" and spec.scale > 1:
+        return BICUBIC
+    raise UsageError(
+        f"Task '{spec.name}' ({spec.kind}, x{spec.scale}) has no benchmark degradation yet; "
+        f"tasks with one: {', '.join(_benchmark_tasks())}."
+    )
+
+
+def _benchmark_tasks() -> list[str]:
+    from restorer.tasks import TASKS
+
+    return [
+        name
+        for name, spec in TASKS.items()
+        if name in DEGRADATIONS or (spec.kind == "image" and spec.scale > 1)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Test-set discovery
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One test image: its key (the GT stem, else the LR stem), GT file and LR file (None = make it)."""
+
+    stem: str
+    hr: Path | None
+    lr: Path | None
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A test set found on disk: where its HR and LR images are, and how they pair up."""
+
+    name: str
+    root: Path
+    layout: str
+    scale: int
+    hr_dir: Path
+    lr_dir: Path
+    pairs: tuple[ImagePair, ...]
+
+    @property
+    def lr_generated(self) -> bool:
+        """True when no stored LR exists, so LR images are made from HR on the fly."""
+        return any(p.lr is None for p in self.pairs)
+
+
+_HR_FOLDER_NAMES = re.compile(r"^(HR|GT|GTmod\d+|original)$", re.IGNORECASE)
+
+
+def _set_name(root: Path) -> str:
+    root = root.resolve()
+    # A flat folder that is itself a set's HR folder ("Set5/GTmod4") is named after the set.
+    return root.parent.name if _HR_FOLDER_NAMES.match(root.name) and root.parent.name else root.name
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return rio.collect_images([folder])[0] if folder.is_dir() else []
+
+
+def _lr_by_stem(lr_dir: Path) -> dict[str, Path]:
+    return {p.stem: p for p in _images_in(lr_dir)}
+
+
+def match_lr(
+    hr_images: Sequence[Path], lr_dir: Path, scale: int, degradation: Degradation, root: Path | None = None
+) -> list[ImagePair]:
+    """Pair HR images with the LR images of ``lr_dir``; LR is None for all when the folder is absent.
+
+    Every HR image needs its LR image once the folder exists: a partial LR folder is an error that
+    says how to complete it, never a silent mix of stored and generated inputs.
+    """
+    if not lr_dir.is_dir():
+        return [ImagePair(p.stem, p, None) for p in hr_images]
+    available = _lr_by_stem(lr_dir)
+    pairs = []
+    for hr in hr_images:
+        candidates = degradation.lr_stems(hr.stem, scale)
+        lr = next((available[s] for s in candidates if s in available), None)
+        if lr is None:
+            raise UsageError(
+                f"No LR image for {hr.name} in {lr_dir} (looked for "
+                f"{' or '.join(c + '.*' for c in candidates)}). Write the missing ones with "
+                f"`restorer datasets prepare {root or lr_dir.parent} --scale {scale}`, or delete the "
+                "folder to have LR images made in memory."
+            )
+        pairs.append(ImagePair(hr.stem, hr, lr))
+    return pairs
+
+
+def _find_hr(root: Path, scale: int, degradation: Degradation) -> tuple[Layout, Path, list[Path]]:
+    """The first layout whose HR folder holds images: (layout, HR folder, HR images)."""
+    if not root.is_dir():
+        raise UsageError(f"Dataset folder not found: {root}")
+    layouts = degradation.layouts(scale)
+    for layout in layouts:
+        hr_dir = root if layout.hr == "." else root / layout.hr
+        hr_images = _images_in(hr_dir)
+        if hr_images:
+            return layout, hr_dir, hr_images
+    expected = ", ".join(f"{lay.hr}/" if lay.hr != "." else "image files directly in it" for lay in layouts)
+    present = sorted(p.name + "/" for p in root.iterdir() if p.is_dir())
+    found = f" It has: {', '.join(present)}." if present else " It is empty."
+    raise UsageError(
+        f"No HR (ground-truth) images in {root}: expected one of {expected}.{found} "
+        "Benchmarks need the HR images; see datasets/README.md for where the standard sets are published."
+    )
+
+
+def discover(root: str | os.PathLike, scale: int, degradation: Degradation = BICUBIC) -> TestSet:
+    """Find a test set's layout (in ``degradation.layouts(scale)`` order) and pair its images."""
+    root = Path(root)
+    layout, hr_dir, hr_images = _find_hr(root, scale, degradation)
+    lr_dir = root / layout.lr
+    pairs = match_lr(hr_images, lr_dir, scale, degradation, root)
+    return TestSet(_set_name(root), root, layout.name, scale, hr_dir, lr_dir, tuple(pairs))
+
+
+def prepare(
+    root: str | os.PathLike,
+    scale: int,
+    degradation: Degradation = BICUBIC,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> tuple[TestSet, list[Path]]:
+    """Write the LR images a test set lacks into its layout's LR folder; returns (set, files written).
+
+    Existing LR files are kept unless ``overwrite``. LR files are PNG named like their HR image.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    layout, _, hr_images = _find_hr(root, scale, degradation)
+    lr_dir = root / layout.lr
+    existing = _lr_by_stem(lr_dir)
+    written: list[Path] = []
+    for hr in tqdm(hr_images, desc=f"{root.name} x{scale}", unit="img", disable=not progress):
+        stored = next((existing[s] for s in degradation.lr_stems(hr.stem, scale) if s in existing), None)
+        if stored is not None and not overwrite:
+            continue
+        target = (
+            stored if stored is not None and stored.suffix.lower() == ".png" else lr_dir / f"{hr.stem}.png"
+        )
+        lq, _ = degradation.make_pair(_read_rgb_u8(hr), scale)
+        rio.write_image(target, lq.astype(np.float32) / 255.0, protect=hr_images)
+        written.append(target)
+    return discover(root, scale, degradation), written
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared evaluation loop
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as BasicSR's ``val.metrics`` states it: result key, function type, crop, channel."""
+
+    name: str
+    type: str
+    crop_border: int = 0
+    y_channel: bool = False
+
+    def __call__(self, output_u8: np.ndarray, gt_u8: np.ndarray, device: str = "cpu") -> float:
+        if self.type == "calculate_lpips":
+            if self.y_channel:
+                raise UsageError("LPIPS is computed on RGB images; remove test_y_channel from its metric.")
+            return rmetrics.lpips_distance(output_u8, gt_u8, self.crop_border, device)
+        function = rmetrics.METRIC_FUNCTIONS.get(self.type)
+        if function is None:
+            raise UsageError(
+                f"Unsupported metric type {self.type!r}; use one of {', '.join(rmetrics.METRIC_FUNCTIONS)}."
+            )
+        return function(output_u8, gt_u8, self.crop_border, self.y_channel)
+
+
+def benchmark_metrics(scale: int, rgb: bool = False, lpips: bool = False) -> list[MetricSpec]:
+    """The papers' protocol: Y-channel PSNR/SSIM, ``crop_border = scale``; optional RGB and LPIPS."""
+    specs = [
+        MetricSpec("psnr_y", "calculate_psnr", scale, True),
+        MetricSpec("ssim_y", "calculate_ssim", scale, True),
+    ]
+    if rgb:
+        specs += [
+            MetricSpec("psnr_rgb", "calculate_psnr", scale, False),
+            MetricSpec("ssim_rgb", "calculate_ssim", scale, False),
+        ]
+    if lpips:
+        specs.append(MetricSpec("lpips", "calculate_lpips", scale, False))
+    return specs
+
+
+def option_metrics(metric_opts: Mapping[str, Mapping[str, Any]], source: str) -> list[MetricSpec]:
+    """``val.metrics`` of an option file as :class:`MetricSpec` (unknown types are an error)."""
+    specs = []
+    for name, metric in metric_opts.items():
+        kind = (metric or {}).get("type")
+        if kind not in rmetrics.METRIC_FUNCTIONS:
+            raise UsageError(
+                f"Unsupported metric type {kind!r} in {source}; "
+                f"use one of {', '.join(rmetrics.METRIC_FUNCTIONS)}."
+            )
+        specs.append(
+            MetricSpec(
+                name, kind, int(metric.get("crop_border", 0)), bool(metric.get("test_y_channel", False))
+            )
+        )
+    return specs
+
+
+@dataclass
+class Sample:
+    """One test input: LR pixels (float32 HxWx3 RGB in [0, 1]) and GT (uint8 HxWx3 RGB, or None)."""
+
+    stem: str
+    lq: np.ndarray
+    gt: np.ndarray | None
+    lq_path: Path | None = None
+    gt_path: Path | None = None
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """A file's colour pixels as 3 channels (BasicSR reads test images with IMREAD_COLOR)."""
+    return rio.to_rgb(rio.read_image(path).pixels)
+
+
+def _read_rgb_u8(path: Path) -> np.ndarray:
+    return rmetrics.to_uint8(_read_rgb(path))
+
+
+def load_samples(pairs: Iterable[ImagePair], scale: int, degradation: Degradation) -> Iterator[Sample]:
+    """Read each pair; where the LR file is missing, make LR (and crop GT) with the degradation."""
+    for pair in pairs:
+        gt = _read_rgb_u8(pair.hr) if pair.hr is not None else None
+        if pair.lr is None:
+            if gt is None:
+                raise RestorerError(f"{pair.stem}: neither an LR nor an HR image.")
+            lq_u8, gt = degradation.make_pair(gt, scale)
+            lq = lq_u8.astype(np.float32) / 255.0
+        else:
+            lq = _read_rgb(pair.lr)
+        yield Sample(pair.stem, lq, gt, pair.lr, pair.hr)
+
+
+class PeakMemory:
+    """Peak memory of the code run inside ``with``: CUDA max allocated on a GPU (weights included);
+    on a CPU, the growth of the process's resident set over its size at the start (weights already
+    loaded), sampled every few milliseconds and checked against the kernel's own peak."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+        self.cuda = getattr(device, "type", str(device)).startswith("cuda")
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def measure(self) -> str:
+        return "cuda_max_allocated" if self.cuda else "cpu_peak_rss_growth"
+
+    def __enter__(self) -> PeakMemory:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        _release_free_heap()
+        self._start_rss = _current_rss() or 0
+        self._start_max = _max_rss()
+        self._sampled = self._start_rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            rss = _current_rss()
+            if rss is not None and rss > self._sampled:
+                self._sampled = rss
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        peak = self._sampled
+        end_max = _max_rss()
+        if end_max > self._start_max:  # the process reached a new lifetime peak inside the block
+            peak = max(peak, end_max)
+        self.peak_bytes = max(0, peak - self._start_rss)
+
+
+def _release_free_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so the RSS at the start of a
+    measurement is what is in use: without it, memory freed by an earlier model stays resident and
+    hides the next model's growth."""
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): the measurement is only coarser
+            pass
+
+
+def _current_rss() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _max_rss() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+@dataclass
+class EvalResult:
+    """Per-image scores of one model on one test set, with timing and peak memory."""
+
+    images: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    count: int = 0
+    peak_memory_bytes: int = 0
+    memory_measure: str = ""
+
+    @property
+    def sec_per_image(self) -> float:
+        return self.seconds / max(self.count, 1)
+
+    def mean(self, metric: str) -> float:
+        return float(np.mean([scores[metric] for scores in self.images.values()]))
+
+
+def evaluate(
+    restorer: Restorer,
+    samples: Iterable[Sample],
+    metrics: Sequence[MetricSpec],
+    *,
+    total: int | None = None,
+    desc: str = "",
+    progress: bool = True,
+    save_dir: Path | None = None,
+    save_suffix: str = "",
+    protect: Sequence[Path] = (),
+) -> EvalResult:
+    """Restore every sample, round to uint8, crop GT to LR x scale, and score with ``metrics``.
+
+    Only the model's run is timed. Outputs are saved as ``save_dir/<LR stem><save_suffix>.png``
+    when ``save_dir`` is given. GT must be the LR image times the scale, up to a mod-crop
+    remainder (less than ``scale`` pixels per side); anything else means LR and GT do not belong
+    together and is an error.
+    """
+    from tqdm import tqdm
+
+    result = EvalResult()
+    scale = restorer.scale
+    metric_device = "cuda" if restorer.device.type == "cuda" else "cpu"
+    samples = iter(samples)
+    first = next(samples, None)
+    if first is None:
+        return result
+    # Untimed and unmeasured: one run on a small crop (lazy initialisation, kernel choice) and the
+    # metric modules' import, so neither the first image's time nor its memory carries them.
+    restorer.run_array(first.lq[:32, :32])
+    rmetrics.psnr(np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3), np.uint8), 0)
+    meter = PeakMemory(restorer.device)
+    result.memory_measure = meter.measure
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False)
+    with meter:
+        for sample in itertools.chain([first], samples):
+            start = time.perf_counter()
+            output = restorer.run_array(sample.lq)
+            result.seconds += time.perf_counter() - start
+            result.count += 1
+            bar.update()
+            out_u8 = rmetrics.to_uint8(output)
+            if save_dir is not None:
+                stem = sample.lq_path.stem if sample.lq_path is not None else sample.stem
+                target = save_dir / f"{stem}{save_suffix}.png"
+                rio.write_image(target, out_u8.astype(np.float32) / 255.0, protect=protect)
+            if sample.gt is None or not metrics:
+                continue
+            gt = _gt_for_output(sample, out_u8.shape, scale)
+            result.images[sample.stem] = {spec.name: spec(out_u8, gt, metric_device) for spec in metrics}
+    bar.close()
+    result.peak_memory_bytes = meter.peak_bytes
+    return result
+
+
+def _gt_for_output(sample: Sample, out_shape: tuple[int, ...], scale: int) -> np.ndarray:
+    gt = sample.gt
+    out_h, out_w = out_shape[:2]
+    gt_h, gt_w = gt.shape[:2]
+    if not (0 <= gt_h - out_h < scale and 0 <= gt_w - out_w < scale):
+        name = sample.gt_path.name if sample.gt_path is not None else sample.stem
+        lq_h, lq_w = sample.lq.shape[:2]
+        raise RestorerError(
+            f"{name} is {gt_w}x{gt_h}, but its LR image is {lq_w}x{lq_h}, which x{scale} gives "
+            f"{out_w}x{out_h}: LR and GT do not belong together (wrong scale or a different crop)."
+        )
+    return gt[:out_h, :out_w]
+
+
+# ---------------------------------------------------------------------------------------------
+# restorer test -opt FILE
+# ---------------------------------------------------------------------------------------------
 
 
 def load_options(path: str | os.PathLike) -> dict[str, Any]:
@@ -67,30 +620,43 @@ def entry_for_network(network_g: dict[str, Any], weight_file: str, param_key: st
     )
 
 
-def pair_images(lq_dir: Path, gt_dir: Path | None) -> list[tuple[Path, Path | None]]:
-    """LR images of a folder with their GT of the same stem (BasicSR's ``filename_tmpl: '{}'``)."""
+def pair_images(lq_dir: Path, gt_dir: Path | None, scale: int = 1) -> list[ImagePair]:
+    """LR images of a folder with their GT (BasicSR's ``filename_tmpl: '{}'``; ``NAMEx{scale}`` LR
+    names also match GT ``NAME``). Keyed by the GT stem where there is GT."""
     if not lq_dir.is_dir():
         raise UsageError(f"LR folder not found: {lq_dir}")
-    lq_images, _ = rio.collect_images([lq_dir])
+    lq_images = _images_in(lq_dir)
     if gt_dir is None:
-        return [(p, None) for p in lq_images]
+        return [ImagePair(p.stem, None, p) for p in lq_images]
     if not gt_dir.is_dir():
         raise UsageError(f"HR (ground-truth) folder not found: {gt_dir}")
-    gt_images, _ = rio.collect_images([gt_dir])
-    by_stem = {p.stem: p for p in gt_images}
+    by_stem = {p.stem: p for p in _images_in(gt_dir)}
     pairs = []
     for lq in lq_images:
         gt = by_stem.get(lq.stem)
+        if gt is None and lq.stem.endswith(f"x{scale}"):
+            gt = by_stem.get(lq.stem[: -len(f"x{scale}")])
         if gt is None:
             raise UsageError(f"No ground-truth image for {lq.name} in {gt_dir}")
-        pairs.append((lq, gt))
+        pairs.append(ImagePair(gt.stem, gt, lq))
     return pairs
 
 
-def _as_rgb(image: rio.LoadedImage) -> np.ndarray:
-    """Colour pixels as 3 channels (BasicSR reads test images with IMREAD_COLOR)."""
-    pixels = image.pixels
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+def _option_pairs(ds: Mapping[str, Any], scale: int, on_message: Callable[[str], None]) -> list[ImagePair]:
+    gt_root = Path(ds["dataroot_gt"]) if ds.get("dataroot_gt") else None
+    lq_root = Path(ds["dataroot_lq"]) if ds.get("dataroot_lq") else None
+    if (lq_root is None or not lq_root.is_dir()) and gt_root is not None and gt_root.is_dir():
+        # No stored LR: make it like the published sets (mod-crop + MATLAB bicubic), in memory.
+        on_message(
+            f"{lq_root or 'dataroot_lq'} not found: making LR images from {gt_root} "
+            f"with MATLAB bicubic x{scale}"
+        )
+        return [ImagePair(p.stem, p, None) for p in _images_in(gt_root)]
+    if lq_root is None:
+        raise UsageError(
+            f"Dataset {ds.get('name', '?')} has neither dataroot_lq nor an existing dataroot_gt."
+        )
+    return pair_images(lq_root, gt_root, scale)
 
 
 def run_option_file(
@@ -100,16 +666,18 @@ def run_option_file(
     tile: int | None = None,
     results_root: str | os.PathLike = "results",
     progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run a BasicSR test option file; returns ``{"name", "model", "datasets": {name: {...}}}``.
+    """Run a BasicSR test option file; returns ``{"name", "model", "scale", "datasets": {name: {...}}}``.
 
-    Restored images go to ``results_root/<name>/visualization/<dataset>/`` when ``val.save_img``;
-    the metrics table to ``results_root/<name>/metrics.json``.
+    Each dataset's entry holds the mean of every ``val.metrics`` entry under its name, ``images``
+    (per-image scores) and ``sec_per_image``. Restored images go to
+    ``results_root/<name>/visualization/<dataset>/`` when ``val.save_img``; the numbers to
+    ``results_root/<name>/metrics.json``.
     """
-    from tqdm import tqdm
-
     from restorer.engine.runner import build_restorer
 
+    note = on_message or (lambda message: print(f"note: {message}", file=sys.stderr))
     opt = load_options(path)
     name = str(opt.get("name") or Path(path).stem)
     network_g = dict(opt["network_g"])
@@ -131,53 +699,321 @@ def run_option_file(
         raise UsageError(f"{path}: scale {scale} does not match the network's upscale {restorer.scale}.")
 
     val = opt.get("val") or {}
-    metric_opts = val.get("metrics") or {}
+    metrics = option_metrics(val.get("metrics") or {}, str(path))
     save_img = bool(val.get("save_img", False))
     suffix = val.get("suffix") or name
     out_root = Path(results_root) / name
     results: dict[str, Any] = {"name": name, "model": entry.display_name, "scale": scale, "datasets": {}}
     for ds in (opt.get("datasets") or {}).values():
         ds_name = ds.get("name", "dataset")
-        pairs = pair_images(
-            Path(ds["dataroot_lq"]), Path(ds["dataroot_gt"]) if ds.get("dataroot_gt") else None
+        pairs = _option_pairs(ds, scale, note)
+        evaluated = evaluate(
+            restorer,
+            load_samples(pairs, scale, BICUBIC),
+            metrics,
+            total=len(pairs),
+            desc=ds_name,
+            progress=progress,
+            save_dir=out_root / "visualization" / ds_name if save_img else None,
+            save_suffix=f"_{suffix}",
+            protect=[p for pair in pairs for p in (pair.lr, pair.hr) if p is not None],
         )
-        per_image: dict[str, dict[str, float]] = {}
-        seconds = 0.0
-        for lq_path, gt_path in tqdm(pairs, desc=ds_name, unit="img", disable=not progress):
-            lq = rio.read_image(lq_path)
-            start = time.perf_counter()
-            output = restorer.run_array(_as_rgb(lq))
-            seconds += time.perf_counter() - start
-            out_u8 = rmetrics.to_uint8(output)
-            if save_img:
-                target = out_root / "visualization" / ds_name / f"{lq_path.stem}_{suffix}.png"
-                rio.write_image(target, out_u8.astype(np.float32) / 255.0, protect=[lq_path])
-            if gt_path is None or not metric_opts:
-                continue
-            gt = rio.read_image(gt_path)
-            gt_u8 = rmetrics.to_uint8(_as_rgb(gt))[: out_u8.shape[0], : out_u8.shape[1]]
-            if gt_u8.shape != out_u8.shape:
-                raise RestorerError(
-                    f"{gt_path.name} is {gt_u8.shape[1]}x{gt_u8.shape[0]}, smaller than the output "
-                    f"{out_u8.shape[1]}x{out_u8.shape[0]}: LR and GT do not belong together."
-                )
-            scores = {}
-            for metric_name, metric in metric_opts.items():
-                fn = rmetrics.METRIC_FUNCTIONS.get(metric.get("type"))
-                if fn is None:
-                    raise UsageError(f"Unsupported metric type {metric.get('type')!r} in {path}.")
-                scores[metric_name] = fn(
-                    out_u8,
-                    gt_u8,
-                    int(metric.get("crop_border", 0)),
-                    bool(metric.get("test_y_channel", False)),
-                )
-            per_image[lq_path.stem] = scores
-        summary: dict[str, Any] = {"images": per_image, "sec_per_image": seconds / max(len(pairs), 1)}
-        for metric_name in metric_opts:
-            if per_image:
-                summary[metric_name] = float(np.mean([s[metric_name] for s in per_image.values()]))
+        summary: dict[str, Any] = {"images": evaluated.images, "sec_per_image": evaluated.sec_per_image}
+        if evaluated.images:
+            for spec in metrics:
+                summary[spec.name] = evaluated.mean(spec.name)
         results["datasets"][ds_name] = summary
     out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / "metrics.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    _write_text(out_root / "metrics.json", json.dumps(results, indent=2))
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# restorer benchmark
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model to benchmark: its command-line name (None = the task's default) and weight file."""
+
+    model: str | None = None
+    weights: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRequest:
+        """``NAME`` or ``NAME=WEIGHTS_FILE``."""
+        name, _, weights = text.partition("=")
+        if not name:
+            raise UsageError(f"--model {text!r}: give a model name, optionally NAME=WEIGHTS_FILE.")
+        return cls(name, weights or None)
+
+
+def _unique_sets(test_sets: list[TestSet]) -> list[TestSet]:
+    seen: dict[str, int] = {}
+    out = []
+    for ts in test_sets:
+        count = seen.get(ts.name, 0)
+        seen[ts.name] = count + 1
+        out.append(ts if count == 0 else dataclasses.replace(ts, name=f"{ts.name}#{count + 1}"))
+    return out
+
+
+def run_benchmark(
+    task: str,
+    models: Sequence[ModelRequest],
+    datasets: Sequence[str | os.PathLike],
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    tile: int = 0,
+    tile_overlap: int | None = None,
+    rgb: bool = False,
+    lpips: bool = False,
+    save_images: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate each model on each test set; returns the results in the JSON schema::
+
+    {"task", "scale", "memory_measure", "test_sets": {set: {"path", "layout", "lr", "images"}},
+     "models": {name: {"display_name", "weights", "params_m",
+                       "datasets": {set: {"psnr_y", "ssim_y", ["psnr_rgb", "ssim_rgb"], ["lpips"],
+                                          "sec_per_image", "peak_memory_mb",
+                                          "images": {stem: {"psnr_y", "ssim_y", ...}}}}}}}
+    """
+    from restorer import tasks
+    from restorer import weights as rw
+    from restorer.engine.runner import build_restorer
+
+    note = on_message or (lambda message: print(f"note: {message}", file=sys.stderr))
+    spec = tasks.get_task(task)
+    degradation = degradation_for(spec)
+    scale = spec.scale
+    if not datasets:
+        raise UsageError("Give at least one --dataset DIR.")
+    test_sets = _unique_sets([discover(d, scale, degradation) for d in datasets])
+    metrics = benchmark_metrics(scale, rgb=rgb, lpips=lpips)
+    if lpips:
+        rmetrics.load_lpips("cpu")  # fail before any model runs when the AlexNet weights are missing
+    requests = list(models) or [ModelRequest()]
+    entries = []
+    for request in requests:
+        available = None if request.weights else rw.is_available
+        entry = tasks.resolve(task, request.model, weights_available=available)
+        rw.require_weights(entry, request.weights)  # every model's weights before the first one runs
+        entries.append((request, entry))
+    names = [entry.model for _, entry in entries]
+    for ts in test_sets:
+        if ts.lr_generated:
+            note(
+                f"{ts.name}: no {ts.lr_dir.relative_to(ts.root)}/ folder; making LR images with "
+                f"MATLAB bicubic x{scale} in memory "
+                f"(`restorer datasets prepare {ts.root} --scale {scale}` writes them once)"
+            )
+
+    results: dict[str, Any] = {
+        "task": spec.name,
+        "scale": scale,
+        "memory_measure": "",
+        "test_sets": {
+            ts.name: {
+                "path": str(ts.root),
+                "layout": ts.layout,
+                "lr": "generated" if ts.lr_generated else str(ts.lr_dir),
+                "images": len(ts.pairs),
+            }
+            for ts in test_sets
+        },
+        "models": {},
+    }
+    for request, entry in entries:
+        key = entry.model
+        if names.count(entry.model) > 1 and request.weights:  # one model, several checkpoints
+            key = f"{entry.model}={Path(request.weights).name}"
+        if key in results["models"]:
+            key = f"{key}#{len(results['models']) + 1}"
+        restorer = build_restorer(
+            entry, request.weights, device, precision, tile, tile_overlap, on_message=note
+        )
+        model_result: dict[str, Any] = {
+            "display_name": entry.display_name,
+            "weights": str(rw.require_weights(entry, request.weights)),
+            "params_m": sum(p.numel() for p in restorer.model.parameters()) / 1e6,
+            "datasets": {},
+        }
+        for ts in test_sets:
+            save_dir = Path(save_images) / key / ts.name if save_images else None
+            evaluated = evaluate(
+                restorer,
+                load_samples(ts.pairs, scale, degradation),
+                metrics,
+                total=len(ts.pairs),
+                desc=f"{key} {ts.name}",
+                progress=progress,
+                save_dir=save_dir,
+                protect=[p for pair in ts.pairs for p in (pair.lr, pair.hr) if p is not None],
+            )
+            summary: dict[str, Any] = {spec_.name: evaluated.mean(spec_.name) for spec_ in metrics}
+            summary["sec_per_image"] = evaluated.sec_per_image
+            summary["peak_memory_mb"] = evaluated.peak_memory_bytes / 2**20
+            summary["images"] = evaluated.images
+            model_result["datasets"][ts.name] = summary
+            results["memory_measure"] = evaluated.memory_measure
+        results["models"][key] = model_result
+        del restorer
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports: text table, Markdown, JSON, bar chart
+# ---------------------------------------------------------------------------------------------
+
+_MEMORY_LABELS = {
+    "cuda_max_allocated": "peak MiB (CUDA max allocated)",
+    "cpu_peak_rss_growth": "peak MiB (CPU RSS growth)",
+}
+
+
+def _cell_groups(results: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    first = next(iter(next(iter(results["models"].values()))["datasets"].values()), {})
+    groups = [("PSNR/SSIM (Y)", ["psnr_y", "ssim_y"])]
+    if "psnr_rgb" in first:
+        groups.append(("PSNR/SSIM (RGB)", ["psnr_rgb", "ssim_rgb"]))
+    if "lpips" in first:
+        groups.append(("LPIPS", ["lpips"]))
+    return groups
+
+
+def _format_cell(summary: Mapping[str, Any], keys: Sequence[str]) -> str:
+    parts = []
+    for key in keys:
+        value = summary[key]
+        parts.append(f"{value:.2f}" if key.startswith("psnr") else f"{value:.4f}")
+    return "/".join(parts)
+
+
+def table_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: model, params (M), one PSNR/SSIM cell per test set (and per extra metric
+    group), seconds per image over all sets, peak memory over all sets."""
+    set_names = list(results["test_sets"])
+    groups = _cell_groups(results)
+    header = ["model", "params (M)"]
+    for label, _ in groups:
+        header += [f"{name} {label}" for name in set_names]
+    header += ["s/image", _MEMORY_LABELS.get(results.get("memory_measure", ""), "peak MiB")]
+    rows = []
+    for key, model in results["models"].items():
+        row = [key, f"{model['params_m']:.2f}"]
+        for _, keys in groups:
+            row += [_format_cell(model["datasets"][name], keys) for name in set_names]
+        counts = [results["test_sets"][n]["images"] for n in set_names]
+        seconds = sum(model["datasets"][n]["sec_per_image"] * c for n, c in zip(set_names, counts))
+        row.append(f"{seconds / max(sum(counts), 1):.3f}")
+        row.append(f"{max(model['datasets'][n]['peak_memory_mb'] for n in set_names):.0f}")
+        rows.append(row)
+    return header, rows
+
+
+def _protocol_line(results: Mapping[str, Any]) -> str:
+    return (
+        f"Task {results['task']} (x{results['scale']}): PSNR (dB) / SSIM on the Y channel (BT.601), "
+        f"crop border {results['scale']}, outputs rounded to uint8 "
+        "(BasicSR's calculate_psnr / calculate_ssim)."
+    )
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """The results as an aligned text table with the protocol on top."""
+    header, rows = table_rows(results)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [_protocol_line(results)]
+    lines.append(
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
+    )
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        )
+    return "\n".join(lines)
+
+
+def to_markdown(results: Mapping[str, Any]) -> str:
+    """The results as a Markdown table, with the protocol and the test sets below it."""
+    header, rows = table_rows(results)
+    lines = [f"## Benchmark: {results['task']}", "", _protocol_line(results), ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines.append("")
+    for name, info in results["test_sets"].items():
+        lr = "LR made with MATLAB bicubic" if info["lr"] == "generated" else f"LR from {info['lr']}"
+        lines.append(f"- {name}: {info['images']} images, {info['layout']} layout at `{info['path']}`, {lr}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """A grouped bar chart PNG: Y-PSNR and Y-SSIM per test set, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    set_names = list(results["test_sets"])
+    model_names = list(results["models"])
+    fig, axes = plt.subplots(
+        1, 2, figsize=(max(6.0, 1.6 * len(set_names) * max(1, len(model_names)) / 2 + 4), 4)
+    )
+    width = 0.8 / max(len(model_names), 1)
+    x = np.arange(len(set_names))
+    for ax, (metric, label) in zip(axes, (("psnr_y", "PSNR-Y (dB)"), ("ssim_y", "SSIM-Y"))):
+        values_all = []
+        for i, name in enumerate(model_names):
+            values = [results["models"][name]["datasets"][s][metric] for s in set_names]
+            values_all += values
+            bars = ax.bar(x + (i - (len(model_names) - 1) / 2) * width, values, width, label=name)
+            # The axis does not start at 0 (differences are tenths of a dB), so print the values.
+            ax.bar_label(bars, fmt="%.2f" if metric == "psnr_y" else "%.4f", fontsize="x-small", padding=2)
+        finite = [v for v in values_all if np.isfinite(v)]
+        if finite:  # start the axis near the data so differences of a few tenths are visible
+            low, high = min(finite), max(finite)
+            pad = max((high - low) * 0.5, 0.05 * abs(high) if metric == "psnr_y" else 0.02)
+            ax.set_ylim(max(0.0, low - pad), high + pad * 0.5)
+        ax.set_xticks(x, set_names)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{results['task']} (x{results['scale']})")
+    fig.tight_layout()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
+    return target
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file, so an interruption leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_reports(
+    results: Mapping[str, Any],
+    json_path: str | os.PathLike | None = None,
+    markdown_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+) -> list[Path]:
+    """Write the JSON, Markdown and (when asked) bar-chart files; returns the paths written."""
+    written = []
+    if json_path:
+        written.append(_write_text(Path(json_path), json.dumps(results, indent=2) + "\n"))
+    if markdown_path:
+        written.append(_write_text(Path(markdown_path), to_markdown(results)))
+    if plot_path:
+        written.append(plot(results, plot_path))
+    return written

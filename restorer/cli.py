@@ -23,6 +23,7 @@ examples:
   restorer infer --task sr_x4 big.tif --tile 256         bound memory with 256 px tiles
   restorer models                                        tasks, their models, which weights are present
   restorer weights list                                  every weight file and where it is published
+  restorer benchmark --task sr_x4 -d datasets/benchmark_sample   PSNR/SSIM on a test set
 """
 
 
@@ -153,6 +154,89 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     test.set_defaults(func=cmd_test)
 
+    bench = sub.add_parser(
+        "benchmark",
+        help="PSNR/SSIM (and LPIPS) of models on test sets with the papers' protocol",
+        description="Restores every HR image's LR version and scores it the way SR papers do: Y-channel "
+        "(BT.601) PSNR/SSIM with crop border = scale on uint8-rounded outputs, BasicSR's functions. "
+        "Test sets in BasicSR's (GTmod4/ + LRbicx4/), the HR/ + LR_bicubic/X4/ or a flat HR layout; "
+        "missing LR images are made with MATLAB bicubic. Several --model give one table. "
+        "Writes OUT/<task>.json and .md.",
+        epilog="example: restorer benchmark --task sr_x4 --model hat-s --model craft "
+        "--dataset datasets/benchmark_sample --plot",
+        formatter_class=_DefaultsFormatter,
+    )
+    bench.add_argument(
+        "--task", required=True, choices=_image_tasks(), help="task (fixes scale and degradation)"
+    )
+    bench.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME[=WEIGHTS]",
+        help="model to test, optionally with its weight file; repeat for a comparison "
+        "(default: the task's best model with weights present)",
+    )
+    bench.add_argument("--weights", help="weight file for a single --model")
+    bench.add_argument(
+        "-d", "--dataset", action="append", required=True, metavar="DIR", help="test set folder; repeatable"
+    )
+    bench.add_argument("-o", "--out", default="results/benchmark", help="folder for OUT/<task>.json and .md")
+    bench.add_argument("--json", help="JSON results file (default: OUT/<task>.json)")
+    bench.add_argument("--markdown", help="Markdown table file (default: OUT/<task>.md)")
+    bench.add_argument(
+        "--plot",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PNG",
+        help="bar chart (default file: OUT/<task>.png)",
+    )
+    bench.add_argument(
+        "--save-images", metavar="DIR", help="also save outputs as DIR/<model>/<set>/<name>.png"
+    )
+    bench.add_argument("--rgb", action="store_true", help="also PSNR/SSIM on RGB")
+    bench.add_argument(
+        "--lpips",
+        action="store_true",
+        help="also LPIPS (AlexNet; its weights must be in the torch hub cache)",
+    )
+    bench.add_argument(
+        "-t",
+        "--tile",
+        type=_nonnegative_int,
+        default=0,
+        help="tile size in LR pixels (default: 0 = whole image, as papers test)",
+    )
+    bench.add_argument(
+        "--tile-overlap", type=_nonnegative_int, default=None, help="tile overlap (default: 2 windows)"
+    )
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bench.add_argument(
+        "--precision", default="fp32", choices=["auto", "fp32", "fp16", "bf16"], help="compute precision"
+    )
+    bench.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    bench.set_defaults(func=cmd_benchmark)
+
+    datasets = sub.add_parser("datasets", help="prepare test sets (write their bicubic LR images)")
+    dsub = datasets.add_subparsers(
+        dest="datasets_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    dprep = dsub.add_parser(
+        "prepare",
+        help="write the LR images a test set lacks (mod-crop + MATLAB bicubic, uint8 PNG)",
+        description="Finds each folder's layout (GTmodS/ -> LRbicxS/, HR/ -> LR_bicubic/XS/, flat -> "
+        "LR_bicubic/XS/) and writes the missing LR images there, so benchmarks do not remake them.",
+    )
+    dprep.add_argument("folders", nargs="+", metavar="DIR", help="test set folders")
+    dprep.add_argument(
+        "-s", "--scale", type=int, action="append", required=True, help="downscaling factor; repeatable"
+    )
+    dprep.add_argument("--overwrite", action="store_true", help="rewrite LR images that already exist")
+    dprep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    dprep.set_defaults(func=cmd_datasets_prepare)
+
     train = sub.add_parser(
         "train",
         help="train or fine-tune a model from a BasicSR option file (resumable; CPU, GPU, multi-GPU)",
@@ -269,6 +353,64 @@ def cmd_test(args: argparse.Namespace) -> int:
         scores = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k not in ("images", "sec_per_image"))
         print(f"  {ds_name:<12} {scores}  ({summary['sec_per_image']:.2f} s/image)")
     print(f"Results in {Path(args.results) / results['name']}/")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from restorer.benchmark import ModelRequest, format_table, run_benchmark, write_reports
+
+    requests = [ModelRequest.parse(text) for text in args.model]
+    if args.weights:
+        if len(requests) > 1:
+            raise UsageError("--weights goes with one --model; for several, write --model NAME=WEIGHTS.")
+        first = requests[0] if requests else ModelRequest()
+        if first.weights:
+            raise UsageError("Give the weight file once: --model NAME=WEIGHTS or --weights WEIGHTS.")
+        requests = [ModelRequest(first.model, args.weights)]
+    results = run_benchmark(
+        args.task,
+        requests,
+        args.dataset,
+        device=args.device,
+        precision=args.precision,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        rgb=args.rgb,
+        lpips=args.lpips,
+        save_images=args.save_images,
+        progress=not args.quiet,
+        on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+    )
+    out = Path(args.out)
+    plot_path = None if args.plot is None else (args.plot or out / f"{args.task}.png")
+    written = write_reports(
+        results,
+        json_path=args.json or out / f"{args.task}.json",
+        markdown_path=args.markdown or out / f"{args.task}.md",
+        plot_path=plot_path,
+    )
+    print(format_table(results))
+    print(f"Wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def cmd_datasets_prepare(args: argparse.Namespace) -> int:
+    from restorer.benchmark import prepare
+
+    for scale in args.scale:
+        if scale < 2:
+            raise UsageError(f"--scale must be 2 or more, got {scale}.")
+    missing = [f for f in args.folders if not Path(f).is_dir()]
+    if missing:
+        raise UsageError(f"Dataset folder not found: {', '.join(missing)}")
+    for folder in args.folders:
+        for scale in args.scale:
+            test_set, written = prepare(folder, scale, overwrite=args.overwrite, progress=not args.quiet)
+            kept = len(test_set.pairs) - len(written)
+            print(
+                f"{test_set.name} x{scale} ({test_set.layout}): wrote {len(written)} LR image(s) to "
+                f"{test_set.lr_dir}/" + (f", kept {kept} existing" if kept else "")
+            )
     return 0
 
 
