@@ -57,6 +57,8 @@ _SR_ORDER = (
     "craft",
     "dlgsanet-light",
     "dlgsanet-tiny",
+    # Trained here on a few photos: used only when no official weights are present.
+    "craft-bundled",
 )
 
 TASKS: dict[str, TaskSpec] = {

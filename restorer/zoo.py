@@ -8,7 +8,7 @@ reproduces the official network and its checkpoint loads with ``strict=True``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -147,6 +147,13 @@ def _sr_task(scale: int) -> tuple[str, ...]:
 
 
 _ENTRIES: list[ZooEntry] = []
+
+
+def _entry_in(entries: Iterable[ZooEntry], model: str, scale: int) -> ZooEntry:
+    """The entry of ``model`` at ``scale`` among those defined so far (for variants derived from it)."""
+    return next(e for e in entries if e.model == model and e.scale == scale)
+
+
 for _s in (2, 3, 4):
     _ENTRIES += [
         _hat("hat-s", "HAT-S", "HAT-S", _s, f"HAT-S_SRx{_s}.pth", _sr_task(_s)),
@@ -329,6 +336,33 @@ for _s in (2, 3, 4):
             notes="lightweight (0.75 M parameters)",
             license="see the CRAFT-SR repository",
             tasks=_sr_task(_s),
+        )
+    )
+
+# ----------------------------------------------------------------------------------------------
+# Bundled defaults: CRAFT in its published configuration, trained by this project on a CPU on
+# scikit-image's sample photos (options/train/bundled_CRAFT_SRx*_cpu.yml; data, iterations and
+# the validation table against bicubic in weights/README.md). Shipped in weights/ so that every
+# sr_x* task works with no download; the router uses them only when no official weights are present.
+# ----------------------------------------------------------------------------------------------
+BUNDLED_SHA256 = {
+    2: "af36a2db8c05a69bdf47a9ec544096401626af69e045dbecca03d55271f27053",
+    3: "f61b054499c5c45000556a1c66bca0db4f9dbcee3ad8a32c2dff6109f4614bd6",
+    4: "da77204325f8616e92d72f8edcaba7ccdf92765bcdd9b69e340b5a04f7783345",
+}
+for _s in (2, 3, 4):
+    _ENTRIES.append(
+        replace(
+            _entry_in(_ENTRIES, "craft", _s),
+            model="craft-bundled",
+            display_name="CRAFT (bundled)",
+            weight_file=f"restorer_CRAFT_SRx{_s}_skimage.safetensors",
+            param_key="params_ema",
+            published=f"this repository: weights/ (trained with options/train/bundled_CRAFT_SRx{_s}_cpu.yml)",
+            url=None,
+            sha256=BUNDLED_SHA256[_s],
+            notes="bundled default: trained here on 16 scikit-image photos, far weaker than official weights",
+            license="Apache-2.0 (this project)",
         )
     )
 

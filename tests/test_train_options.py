@@ -40,11 +40,15 @@ def test_committed_train_options_are_generated_from_the_zoo():
     assert sorted(committed) == sorted(expected), "run python options/make_train_options.py"
     for name, text in expected.items():
         assert committed[name] == text, f"{name} is stale: run python options/make_train_options.py"
-    # every HAT/DRCT/CRAFT/DLGSANet variant has a recipe, except the GAN-trained ones
+    # every published HAT/DRCT/CRAFT/DLGSANet variant has a recipe, except the GAN-trained ones;
+    # the bundled defaults have hand-written ones
     for entry in zoo.ZOO.values():
         if entry.arch in make_train_options.ARCHS:
             has_file = f"{make_train_options.option_name(entry)}.yml" in committed
-            assert has_file != (entry.model in make_train_options.GAN_MODELS), entry.key
+            skipped = entry.model in make_train_options.GAN_MODELS | make_train_options.OWN_RECIPES
+            assert has_file != skipped, entry.key
+    for scale in (2, 3, 4):
+        assert (FOLDER / f"bundled_CRAFT_SRx{scale}_cpu.yml").is_file()
 
 
 def test_every_file_parses_with_the_zoo_network_and_registered_classes():

@@ -1,0 +1,144 @@
+"""Export a bundled training run to ``weights/*.safetensors`` and measure it against bicubic.
+
+Run from the repository root after the recipe it names, for example::
+
+    python datasets/make_training_set.py
+    restorer train -opt options/train/bundled_CRAFT_SRx2_cpu.yml
+    python weights/make_bundled.py --scale 2
+
+It reads the run's EMA weights (``params_ema``), loads them strictly into the zoo's
+``craft-bundled`` network, writes ``weights/<weight_file>`` (safetensors, tensors only, with the
+recipe and iteration in the metadata), prints the file's sha256 for the zoo, and prints the
+validation table of ``weights/README.md``: Y-PSNR / SSIM (BT.601, crop = scale, outputs rounded to
+uint8, BasicSR's functions) of the model and of MATLAB-bicubic upscaling on the held-out photos,
+whose LR inputs are made the same way as in training (mod-crop, MATLAB bicubic, uint8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "craft-bundled"
+
+
+def evaluate(scale: int, val_dir: Path, weights_file: Path | None = None) -> list[dict]:
+    """Per-image Y-PSNR/SSIM of the bundled model and of bicubic on ``val_dir``."""
+    from restorer import io as rio
+    from restorer import metrics
+    from restorer.benchmark import bicubic_pair, bicubic_upscale
+    from restorer.engine.runner import build_restorer
+    from restorer.tasks import resolve
+
+    entry = resolve(f"sr_x{scale}", MODEL)
+    restorer = build_restorer(entry, weights=weights_file, device="cpu", tile=0)
+    rows = []
+    for path in sorted(val_dir.iterdir()):
+        if path.suffix.lower() not in rio.IMAGE_EXTENSIONS:
+            continue
+        hr = metrics.to_uint8(rio.to_rgb(rio.read_image(path).pixels))
+        lr, hr = bicubic_pair(hr, scale)
+        sr = metrics.to_uint8(restorer.run_array(lr.astype(np.float32) / 255.0))
+        bic = bicubic_upscale(lr, scale)
+        row = {"image": path.stem, "size": f"{hr.shape[1]}x{hr.shape[0]}"}
+        for name, out in (("model", sr), ("bicubic", bic)):
+            row[f"{name}_psnr_y"] = metrics.psnr(out, hr, scale)
+            row[f"{name}_ssim_y"] = metrics.ssim(out, hr, scale)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(scale: int, rows: list[dict]) -> str:
+    lines = [
+        f"| x{scale} image | size (HR) | model Y-PSNR | bicubic Y-PSNR | gain | model SSIM | bicubic SSIM |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gain = r["model_psnr_y"] - r["bicubic_psnr_y"]
+        lines.append(
+            f"| {r['image']} | {r['size']} | {r['model_psnr_y']:.2f} | {r['bicubic_psnr_y']:.2f} | "
+            f"{gain:+.2f} | {r['model_ssim_y']:.4f} | {r['bicubic_ssim_y']:.4f} |"
+        )
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k.endswith(("_y",))}
+    lines.append(
+        f"| **mean** | | {mean['model_psnr_y']:.2f} | {mean['bicubic_psnr_y']:.2f} | "
+        f"{mean['model_psnr_y'] - mean['bicubic_psnr_y']:+.2f} | {mean['model_ssim_y']:.4f} | "
+        f"{mean['bicubic_ssim_y']:.4f} |"
+    )
+    return "\n".join(lines)
+
+
+def export(scale: int, checkpoint: Path, out_dir: Path) -> Path:
+    """Write the run's EMA weights as the zoo's safetensors file; returns its path."""
+    from safetensors.torch import save_file
+
+    from restorer import weights as rw
+    from restorer.archs import build_network
+    from restorer.tasks import resolve
+
+    entry = resolve(f"sr_x{scale}", MODEL)
+    raw = rw.read_checkpoint(checkpoint)
+    state = rw.unwrap_state_dict(raw, "params_ema")
+    network = build_network(entry.network_options())
+    network.load_state_dict(state, strict=True)  # the exported file must load strictly
+    tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in network.state_dict().items()}
+    state_file = checkpoint.parent.parent / "training_states"
+    iterations = checkpoint.stem.rsplit("_", 1)[-1]
+    if iterations == "latest" and state_file.is_dir():
+        done = sorted(int(p.stem) for p in state_file.glob("*.state") if p.stem.isdigit())
+        iterations = str(done[-1]) if done else iterations
+    metadata = {
+        "format": "pt",
+        "model": entry.model,
+        "arch": entry.arch,
+        "scale": str(scale),
+        "recipe": f"options/train/bundled_CRAFT_SRx{scale}_cpu.yml",
+        "iterations": iterations,
+        "weights": "EMA (params_ema)",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / entry.weight_file
+    tmp = target.with_name(target.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)
+    tmp.replace(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
+    parser.add_argument("--checkpoint", type=Path, help="default: the recipe's net_g_latest.pth")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "weights")
+    parser.add_argument("--val-dir", type=Path, default=ROOT / "datasets" / "skimage_sr" / "val")
+    parser.add_argument("--json", type=Path, help="also write the per-image numbers here")
+    parser.add_argument("--eval-only", action="store_true", help="measure the file already in --out-dir")
+    args = parser.parse_args(argv)
+
+    from restorer import weights as rw
+
+    checkpoint = args.checkpoint or (
+        ROOT / "experiments" / f"bundled_CRAFT_SRx{args.scale}_cpu" / "models" / "net_g_latest.pth"
+    )
+    if args.eval_only:
+        from restorer.tasks import resolve
+
+        target = args.out_dir / resolve(f"sr_x{args.scale}", MODEL).weight_file
+    else:
+        target = export(args.scale, checkpoint, args.out_dir)
+    print(f"{target}  sha256={rw.sha256_of(target)}")
+    rows = evaluate(args.scale, args.val_dir, target)
+    print(markdown_table(args.scale, rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
