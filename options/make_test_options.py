@@ -1,4 +1,4 @@
-"""Write options/test/<variant>.yml for every zoo entry (BasicSR format), from the zoo alone.
+"""Write options/test/<variant>.yml for every super-resolution zoo entry (BasicSR format), from the zoo alone.
 
 Run: python options/make_test_options.py. tests/test_options.py checks the committed files are
 exactly what this writes, so the zoo stays the single source of truth for hyperparameters.
@@ -16,6 +16,11 @@ from restorer import zoo
 OUT = Path(__file__).resolve().parent / "test"
 TEST_SETS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 MODEL_TYPES = {"HAT": "HATModel", "DRCT": "DRCTModel", "CRAFT": "CRAFTModel", "DLGSANet": "SRModel"}
+
+
+def sr_entries() -> list[zoo.ZooEntry]:
+    """Entries tested on the SR test sets (Set5 ... Manga109): the SR architectures' variants."""
+    return [e for e in zoo.ZOO.values() if e.arch in MODEL_TYPES]
 
 
 def option_name(entry: zoo.ZooEntry) -> str:
@@ -72,7 +77,7 @@ def render(entry: zoo.ZooEntry) -> str:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for entry in zoo.ZOO.values():
+    for entry in sr_entries():
         (OUT / f"{option_name(entry)}.yml").write_text(render(entry), encoding="utf-8")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from restorer import zoo
 from restorer.errors import UsageError
+from restorer.medical_tasks import MEDICAL_TASKS
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,14 @@ TASKS: dict[str, TaskSpec] = {
             "Real-world super-resolution x4 (noise, blur, JPEG; GAN-trained)",
             ("real-hat-gan", "real-hat-gan-sharper", "real-drct-gan"),
         ),
+        TaskSpec(
+            "denoise",
+            "image",
+            1,
+            "Gaussian denoising, sigma 25 (colour and grayscale)",
+            ("restore-rwkv", "restore-rwkv-light"),
+        ),
+        *(TaskSpec(t.name, "medical", 1, t.description, ()) for t in MEDICAL_TASKS.values()),
     )
 }
 

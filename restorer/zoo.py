@@ -468,6 +468,108 @@ for _s in (2, 3, 4):
         ),
     ]
 
+# ----------------------------------------------------------------------------------------------
+# Restore-RWKV (Yang et al., "Restore-RWKV: Efficient and Effective Medical Image Restoration with
+# RWKV", IEEE JBHI; arXiv 2407.11087). network_g = the official Restore_RWKV constructor
+# (model/Restore_RWKV.py). No trained weights are published; the official script saves a plain
+# state dict (Generator_best.pth) per task, which loads strictly under any param_key. The file
+# names below are ours: rename a trained file to them (or pass --weights).
+# ----------------------------------------------------------------------------------------------
+RESTORE_RWKV_PAPER = "https://arxiv.org/abs/2407.11087"
+RESTORE_RWKV_PAGE = (
+    "no trained weights published: https://github.com/Yaziwel/Restore-RWKV (the README links only the "
+    "preprocessed datasets); train with options/train/RestoreRWKV_*.yml"
+)
+RESTORE_RWKV_DEFAULT = {"dim": 48, "num_blocks": [4, 6, 6, 8], "num_refinement_blocks": 4}
+RESTORE_RWKV_LIGHT = {"dim": 16, "num_blocks": [1, 1, 2, 2], "num_refinement_blocks": 1}
+BUNDLED_DENOISE_SHA256: str | None = None
+
+
+def _restore_rwkv(
+    model: str,
+    display_name: str,
+    size: Mapping[str, Any],
+    channels: int,
+    weight_file: str,
+    tasks: tuple[str, ...],
+    notes: str,
+    **overrides: Any,
+) -> ZooEntry:
+    fields: dict[str, Any] = dict(
+        model=model,
+        display_name=display_name,
+        arch="Restore_RWKV",
+        scale=1,
+        network_g=_freeze(
+            {"type": "Restore_RWKV", "inp_channels": channels, "out_channels": channels, **size}
+        ),
+        weight_file=weight_file,
+        param_key="params",
+        published=RESTORE_RWKV_PAGE,
+        paper=RESTORE_RWKV_PAPER,
+        window_multiple=8,  # three 2x down-samplings (the network also pads internally)
+        in_channels=channels,
+        out_channels=channels,
+        supports_fp16=False,  # the squared-ReLU channel mix can overflow fp16; WKV itself runs in fp32
+        supports_bf16=True,
+        notes=notes
+        + "; global receptive field (decay / (H*W)): tiling changes every pixel, use -t 0 where it fits",
+        license="no license file in the official repository",
+        tasks=tasks,
+    )
+    fields.update(overrides)
+    return ZooEntry(**fields)
+
+
+_MEDICAL_MODELS = {
+    "ct_denoise": "restore-rwkv-ct",
+    "mri_sr_x2": "restore-rwkv-mri-x2",
+    "mri_sr_x4": "restore-rwkv-mri-x4",
+    "pet_synthesis": "restore-rwkv-pet",
+    "all_in_one": "restore-rwkv-all-in-one",
+}
+for _task, _model in _MEDICAL_MODELS.items():
+    _ENTRIES.append(
+        _restore_rwkv(
+            _model,
+            f"Restore-RWKV ({_task})",
+            RESTORE_RWKV_DEFAULT,
+            1,
+            f"Restore_RWKV_{_task}.pth",
+            (_task,),
+            "published default configuration, 1 channel (27.85 M parameters as the paper counts)",
+        )
+    )
+_ENTRIES.append(
+    _restore_rwkv(
+        "restore-rwkv",
+        "Restore-RWKV",
+        RESTORE_RWKV_DEFAULT,
+        3,
+        "Restore_RWKV_denoise_sigma25_color.pth",
+        ("denoise",),
+        "published default configuration with 3 channels; train with "
+        "options/train/RestoreRWKV_denoise_sigma25_color.yml",
+    )
+)
+_ENTRIES.append(
+    _restore_rwkv(
+        "restore-rwkv-light",
+        "Restore-RWKV-light (bundled)",
+        RESTORE_RWKV_LIGHT,
+        3,
+        "restorer_RestoreRWKV_light_denoise_sigma25_skimage.safetensors",
+        ("denoise",),
+        "our configuration for the paper's unpublished 1.16 M-parameter light model (1,156,961 as the "
+        "paper counts), not the authors' model; bundled weights trained here for Gaussian sigma 25",
+        param_key="params_ema",
+        published="this repository: weights/ "
+        "(trained with options/train/bundled_RestoreRWKV_denoise_sigma25_cpu.yml)",
+        sha256=BUNDLED_DENOISE_SHA256,
+        license="Apache-2.0 (this project)",
+    )
+)
+
 ZOO: Mapping[str, ZooEntry] = MappingProxyType({e.key: e for e in _ENTRIES})
 
 

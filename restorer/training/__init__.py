@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import importlib
 
-_REGISTERING_MODULES = ("restorer.training.data", "restorer.training.models")
+_REGISTERING_MODULES = (
+    "restorer.training.data",
+    "restorer.training.restoration_data",
+    "restorer.training.models",
+)
 
 
 def register_all() -> None:
