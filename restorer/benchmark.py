@@ -19,7 +19,8 @@ same numbers through either command.
 
 How a task's LR inputs are made is a per-task hook (:class:`Degradation`, :func:`degradation_for`):
 bicubic downscaling for the super-resolution tasks; scale-1 restoration tasks and codecs register
-their own.
+their own, with their metric protocol. ``denoise`` (:data:`GAUSSIAN_NOISE_25`) adds Gaussian noise of
+sigma 25 (0-255 scale) seeded per image and is scored on RGB with no crop, as denoising papers do.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import re
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,12 +75,21 @@ class Degradation:
     ``layouts(scale)`` lists the folder layouts in the order they are tried; ``make_pair(gt, scale)``
     turns a uint8 HxWx3 RGB ground truth into ``(lq, gt)``, both uint8 (``gt`` possibly cropped);
     ``lr_stems(stem, scale)`` are the file stems a stored LR image of HR ``stem`` may carry.
+    ``make_pair`` may also return ``lq`` as float32 in [0, 1] (not clipped), for degradations whose
+    protocol does not round the input to 8 bits (Gaussian noise).
+
+    The metric protocol: PSNR/SSIM on the Y channel (``y_channel``, keys ``psnr_y``/``ssim_y``) or on RGB
+    (keys ``psnr_rgb``/``ssim_rgb``), with ``crop_border`` pixels cropped (``None`` = the scale);
+    ``inputs`` says in words how missing inputs are made (for the notes and reports).
     """
 
     name: str
     layouts: Callable[[int], tuple[Layout, ...]]
     make_pair: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
     lr_stems: Callable[[str, int], tuple[str, ...]]
+    y_channel: bool = True
+    crop_border: int | None = None
+    inputs: str = ""
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -146,6 +157,52 @@ def register_degradation(task: str, degradation: Degradation) -> None:
     DEGRADATIONS[task] = degradation
 
 
+DENOISE_SIGMA = 25.0
+DENOISE_FOLDER = f"noisy_sigma{DENOISE_SIGMA:g}"
+
+
+def gaussian_noise_pair(gt_u8: np.ndarray, scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``(noisy, gt)``: ``gt`` plus Gaussian noise of sigma 25 on the 0-255 scale, float32, not clipped or
+    rounded (:func:`restorer.training.degradations.gaussian_noise`, the DnCNN / SwinIR / Restormer
+    protocol).
+
+    The noise is seeded from the image's own pixels, so an image gets the same noise in every run,
+    whatever the test set's order or file names. A gray image (three equal channels) gets gray noise,
+    as the bundled model's gray training patches do, so it stays a grayscale denoising test.
+    """
+    from restorer.training.degradations import gaussian_noise
+
+    if scale != 1:
+        raise UsageError(f"Gaussian denoising is a scale-1 task, not x{scale}.")
+    gt = np.ascontiguousarray(gt_u8)
+    rng = np.random.default_rng([zlib.crc32(gt.tobytes()), *gt.shape])
+    clean = gt.astype(np.float32) / 255.0
+    if gt.ndim == 3 and gt.shape[2] == 3 and (gt == gt[..., :1]).all():
+        noisy = np.repeat(gaussian_noise(clean[..., :1], DENOISE_SIGMA, rng), 3, axis=2)
+    else:
+        noisy = gaussian_noise(clean, DENOISE_SIGMA, rng)
+    return noisy, gt
+
+
+def _denoise_layouts(scale: int) -> tuple[Layout, ...]:
+    return (
+        Layout("HR + noisy", "HR", DENOISE_FOLDER),
+        Layout("GT + noisy", "GT", DENOISE_FOLDER),
+        Layout("flat HR folder", ".", DENOISE_FOLDER),
+    )
+
+
+GAUSSIAN_NOISE_25 = Degradation(
+    "gaussian_noise_sigma25",
+    _denoise_layouts,
+    gaussian_noise_pair,
+    lambda stem, scale: (stem,),
+    y_channel=False,
+    crop_border=0,
+    inputs="Gaussian noise sigma 25 (0-255 scale), seeded per image, not clipped",
+)
+
+
 def degradation_for(spec: TaskSpec) -> Degradation:
     """The test degradation of a task: registered, else bicubic for image tasks with scale > 1."""
     if spec.name in DEGRADATIONS:
@@ -156,6 +213,9 @@ def degradation_for(spec: TaskSpec) -> Degradation:
         f"Task '{spec.name}' ({spec.kind}, x{spec.scale}) has no benchmark degradation yet; "
         f"tasks with one: {', '.join(_benchmark_tasks())}."
     )
+
+
+register_degradation("denoise", GAUSSIAN_NOISE_25)
 
 
 def _benchmark_tasks() -> list[str]:
@@ -329,19 +389,33 @@ class MetricSpec:
         return function(output_u8, gt_u8, self.crop_border, self.y_channel)
 
 
-def benchmark_metrics(scale: int, rgb: bool = False, lpips: bool = False) -> list[MetricSpec]:
-    """The papers' protocol: Y-channel PSNR/SSIM, ``crop_border = scale``; optional RGB and LPIPS."""
-    specs = [
-        MetricSpec("psnr_y", "calculate_psnr", scale, True),
-        MetricSpec("ssim_y", "calculate_ssim", scale, True),
-    ]
-    if rgb:
+def benchmark_metrics(
+    scale: int,
+    rgb: bool = False,
+    lpips: bool = False,
+    *,
+    y_channel: bool = True,
+    crop_border: int | None = None,
+) -> list[MetricSpec]:
+    """The papers' protocol: Y-channel PSNR/SSIM, ``crop_border = scale``; optional RGB and LPIPS.
+
+    A task whose degradation says otherwise (denoising: ``y_channel=False``, ``crop_border=0``) gets
+    RGB PSNR/SSIM as its main metrics (``rgb`` then adds nothing).
+    """
+    crop = scale if crop_border is None else crop_border
+    specs = []
+    if y_channel:
         specs += [
-            MetricSpec("psnr_rgb", "calculate_psnr", scale, False),
-            MetricSpec("ssim_rgb", "calculate_ssim", scale, False),
+            MetricSpec("psnr_y", "calculate_psnr", crop, True),
+            MetricSpec("ssim_y", "calculate_ssim", crop, True),
+        ]
+    if rgb or not y_channel:
+        specs += [
+            MetricSpec("psnr_rgb", "calculate_psnr", crop, False),
+            MetricSpec("ssim_rgb", "calculate_ssim", crop, False),
         ]
     if lpips:
-        specs.append(MetricSpec("lpips", "calculate_lpips", scale, False))
+        specs.append(MetricSpec("lpips", "calculate_lpips", crop, False))
     return specs
 
 
@@ -390,8 +464,9 @@ def load_samples(pairs: Iterable[ImagePair], scale: int, degradation: Degradatio
         if pair.lr is None:
             if gt is None:
                 raise RestorerError(f"{pair.stem}: neither an LR nor an HR image.")
-            lq_u8, gt = degradation.make_pair(gt, scale)
-            lq = lq_u8.astype(np.float32) / 255.0
+            lq_made, gt = degradation.make_pair(gt, scale)
+            # uint8 like the published LR sets, or float32 for protocols that keep it (Gaussian noise)
+            lq = lq_made.astype(np.float32) / 255.0 if lq_made.dtype == np.uint8 else lq_made
         else:
             lq = _read_rgb(pair.lr)
         yield Sample(pair.stem, lq, gt, pair.lr, pair.hr)
@@ -793,7 +868,9 @@ def run_benchmark(
     if not datasets:
         raise UsageError("Give at least one --dataset DIR.")
     test_sets = _unique_sets([discover(d, scale, degradation) for d in datasets])
-    metrics = benchmark_metrics(scale, rgb=rgb, lpips=lpips)
+    metrics = benchmark_metrics(
+        scale, rgb=rgb, lpips=lpips, y_channel=degradation.y_channel, crop_border=degradation.crop_border
+    )
     if lpips:
         rmetrics.load_lpips("cpu")  # fail before any model runs when the AlexNet weights are missing
     requests = list(models) or [ModelRequest()]
@@ -805,7 +882,12 @@ def run_benchmark(
         entries.append((request, entry))
     names = [entry.model for _, entry in entries]
     for ts in test_sets:
-        if ts.lr_generated:
+        if ts.lr_generated and degradation.inputs:
+            note(
+                f"{ts.name}: no {ts.lr_dir.relative_to(ts.root)}/ folder; making the inputs in memory: "
+                f"{degradation.inputs}"
+            )
+        elif ts.lr_generated:
             note(
                 f"{ts.name}: no {ts.lr_dir.relative_to(ts.root)}/ folder; making LR images with "
                 f"MATLAB bicubic x{scale} in memory "
@@ -816,6 +898,12 @@ def run_benchmark(
         "task": spec.name,
         "scale": scale,
         "memory_measure": "",
+        "protocol": {
+            "channel": "Y" if degradation.y_channel else "RGB",
+            "crop_border": scale if degradation.crop_border is None else degradation.crop_border,
+            "degradation": degradation.name,
+            "inputs": degradation.inputs or f"MATLAB bicubic x{scale}",
+        },
         "test_sets": {
             ts.name: {
                 "path": str(ts.root),
@@ -877,7 +965,7 @@ _MEMORY_LABELS = {
 
 def _cell_groups(results: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     first = next(iter(next(iter(results["models"].values()))["datasets"].values()), {})
-    groups = [("PSNR/SSIM (Y)", ["psnr_y", "ssim_y"])]
+    groups = [("PSNR/SSIM (Y)", ["psnr_y", "ssim_y"])] if "psnr_y" in first or not first else []
     if "psnr_rgb" in first:
         groups.append(("PSNR/SSIM (RGB)", ["psnr_rgb", "ssim_rgb"]))
     if "lpips" in first:
@@ -916,10 +1004,17 @@ def table_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _protocol_line(results: Mapping[str, Any]) -> str:
+    protocol = results.get("protocol") or {}
+    if protocol.get("channel", "Y") == "Y":
+        return (
+            f"Task {results['task']} (x{results['scale']}): PSNR (dB) / SSIM on the Y channel (BT.601), "
+            f"crop border {protocol.get('crop_border', results['scale'])}, outputs rounded to uint8 "
+            "(BasicSR's calculate_psnr / calculate_ssim)."
+        )
     return (
-        f"Task {results['task']} (x{results['scale']}): PSNR (dB) / SSIM on the Y channel (BT.601), "
-        f"crop border {results['scale']}, outputs rounded to uint8 "
-        "(BasicSR's calculate_psnr / calculate_ssim)."
+        f"Task {results['task']} (x{results['scale']}): PSNR (dB) / SSIM on RGB (not Y), crop border "
+        f"{protocol.get('crop_border', 0)}, outputs rounded to uint8 (BasicSR's calculate_psnr / "
+        f"calculate_ssim); inputs: {protocol.get('inputs', '')}."
     )
 
 
@@ -948,13 +1043,17 @@ def to_markdown(results: Mapping[str, Any]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
     for name, info in results["test_sets"].items():
-        lr = "LR made with MATLAB bicubic" if info["lr"] == "generated" else f"LR from {info['lr']}"
+        made = (results.get("protocol") or {}).get("inputs", "MATLAB bicubic")
+        if made.startswith("MATLAB bicubic"):
+            made = "MATLAB bicubic"  # the SR wording, unchanged
+        lr = f"LR made with {made}" if info["lr"] == "generated" else f"LR from {info['lr']}"
         lines.append(f"- {name}: {info['images']} images, {info['layout']} layout at `{info['path']}`, {lr}.")
     return "\n".join(lines) + "\n"
 
 
 def plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """A grouped bar chart PNG: Y-PSNR and Y-SSIM per test set, one bar per model."""
+    """A grouped bar chart PNG: PSNR and SSIM (Y, or RGB where the task's protocol says) per test set,
+    one bar per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -967,18 +1066,26 @@ def plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     )
     width = 0.8 / max(len(model_names), 1)
     x = np.arange(len(set_names))
-    for ax, (metric, label) in zip(axes, (("psnr_y", "PSNR-Y (dB)"), ("ssim_y", "SSIM-Y"))):
+    rgb_only = (results.get("protocol") or {}).get("channel") == "RGB"
+    panels = (
+        (("psnr_rgb", "PSNR-RGB (dB)"), ("ssim_rgb", "SSIM-RGB"))
+        if rgb_only
+        else (("psnr_y", "PSNR-Y (dB)"), ("ssim_y", "SSIM-Y"))
+    )
+    for ax, (metric, label) in zip(axes, panels):
         values_all = []
         for i, name in enumerate(model_names):
             values = [results["models"][name]["datasets"][s][metric] for s in set_names]
             values_all += values
             bars = ax.bar(x + (i - (len(model_names) - 1) / 2) * width, values, width, label=name)
             # The axis does not start at 0 (differences are tenths of a dB), so print the values.
-            ax.bar_label(bars, fmt="%.2f" if metric == "psnr_y" else "%.4f", fontsize="x-small", padding=2)
+            ax.bar_label(
+                bars, fmt="%.2f" if metric.startswith("psnr") else "%.4f", fontsize="x-small", padding=2
+            )
         finite = [v for v in values_all if np.isfinite(v)]
         if finite:  # start the axis near the data so differences of a few tenths are visible
             low, high = min(finite), max(finite)
-            pad = max((high - low) * 0.5, 0.05 * abs(high) if metric == "psnr_y" else 0.02)
+            pad = max((high - low) * 0.5, 0.05 * abs(high) if metric.startswith("psnr") else 0.02)
             ax.set_ylim(max(0.0, low - pad), high + pad * 0.5)
         ax.set_xticks(x, set_names)
         ax.set_ylabel(label)

@@ -21,6 +21,7 @@ examples:
   restorer infer --task sr_x4 photos/ -o results/        upscale every image in a folder x4
   restorer infer --task sr_x2 --model hat-s a.png b.jpg  choose the model
   restorer infer --task sr_x4 big.tif --tile 256         bound memory with 256 px tiles
+  restorer infer --task ct_denoise scans/ -o out/        DICOM series / NIfTI, written back in their format
   restorer models                                        tasks, their models, which weights are present
   restorer weights list                                  every weight file and where it is published
   restorer benchmark --task sr_x4 -d datasets/benchmark_sample   PSNR/SSIM on a test set
@@ -69,6 +70,13 @@ def _image_tasks() -> list[str]:
     return [name for name, spec in TASKS.items() if spec.kind == "image"]
 
 
+def _infer_tasks() -> list[str]:
+    """Tasks `restorer infer` runs: image-to-image ones and the medical ones (DICOM / NIfTI)."""
+    from restorer.tasks import TASKS
+
+    return [name for name, spec in TASKS.items() if spec.kind in ("image", "medical")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="restorer",
@@ -88,9 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         "overwritten.",
         formatter_class=_DefaultsFormatter,
     )
-    infer.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     infer.add_argument(
-        "--task", required=True, choices=_image_tasks(), help="what to do (see `restorer models`)"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files and/or folders; for medical tasks also DICOM files, DICOM series folders and "
+        "NIfTI (.nii, .nii.gz) files (folders are then searched recursively)",
+    )
+    infer.add_argument(
+        "--task", required=True, choices=_infer_tasks(), help="what to do (see `restorer models`)"
     )
     infer.add_argument("-o", "--output", default="results", help="output folder")
     infer.add_argument(
@@ -132,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
         "-r", "--recursive", action="store_true", help="also read sub-folders (their structure is kept)"
     )
     infer.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    infer.add_argument(
+        "--modality",
+        type=str.upper,
+        choices=["CT", "MRI", "PET"],
+        help="medical tasks: the modality of NIfTI inputs (needed by all_in_one; DICOM states its own)",
+    )
+    infer.add_argument(
+        "--previews",
+        choices=["all", "middle", "none"],
+        help="medical tasks: PNG previews of every slice, the middle one, or none (default: all)",
+    )
     infer.set_defaults(func=cmd_infer)
 
     test = sub.add_parser(
@@ -303,6 +328,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         raise UsageError(f"No such file or folder: {', '.join(missing)}")
+    if tasks.get_task(args.task).kind == "medical":
+        return _infer_medical(args, out_dir)
+    if args.modality or args.previews:
+        raise UsageError("--modality and --previews are for the medical tasks (DICOM / NIfTI inputs).")
     jobs, skipped = plan_jobs(args.inputs, out_dir, recursive=args.recursive)
     for path in skipped:
         print(f"note: skipping {path} (not an image file)", file=sys.stderr)
@@ -335,13 +364,68 @@ def cmd_infer(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         quality=args.quality,
     )
-    print(f"Wrote {len(report.written)} image(s) to {out_dir}/", file=sys.stderr)
+    return _finish_report(report, out_dir, "image(s)")
+
+
+def _finish_report(report, out_dir: Path, noun: str) -> int:
+    """Print what was written and what failed; exit status 1 when anything failed."""
+    print(f"Wrote {len(report.written)} {noun} to {out_dir}/", file=sys.stderr)
     if report.failed:
-        print(f"{len(report.failed)} image(s) failed:", file=sys.stderr)
+        print(f"{len(report.failed)} {noun} failed:", file=sys.stderr)
         for path, message in report.failed:
             print(f"  {path}: {message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _infer_medical(args: argparse.Namespace, out_dir: Path) -> int:
+    """`restorer infer` for a medical task: DICOM / NIfTI volumes slice by slice, plain images as gray."""
+    from restorer import tasks
+    from restorer import weights as rw
+    from restorer.engine.medical_runner import check_modality, plan_medical_jobs, process_medical_files
+    from restorer.engine.runner import Report, build_restorer
+
+    if args.outscale:
+        raise UsageError("--outscale is for image tasks; a medical task's output scale is fixed.")
+    plan = plan_medical_jobs(args.inputs, out_dir)
+    for path in plan.skipped:
+        print(f"note: skipping {path} (not an image, DICOM or NIfTI file)", file=sys.stderr)
+    if not plan.jobs and not plan.failed:
+        raise UsageError(f"No DICOM, NIfTI or image files found in {', '.join(args.inputs)}.")
+    check_modality(args.task, plan, args.modality)
+    report = Report(failed=list(plan.failed))  # nothing to run: only the files that could not be read
+    if plan.jobs:
+        entry = tasks.resolve(
+            args.task, args.model, weights_available=None if args.weights else rw.is_available
+        )
+        restorer = build_restorer(
+            entry,
+            args.weights,
+            args.device,
+            args.precision,
+            args.tile,
+            args.tile_overlap,
+            on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+        )
+        if not args.quiet:
+            print(
+                f"{entry.display_name} ({args.task}) on {restorer.device} "
+                f"({str(restorer.dtype).replace('torch.', '')}), {len(plan.jobs)} input(s) -> {out_dir}/",
+                file=sys.stderr,
+            )
+        report = process_medical_files(
+            restorer,
+            plan,
+            args.task,
+            modality=args.modality,
+            suffix=args.suffix,
+            previews=args.previews or "all",
+            ext=args.ext,
+            quality=args.quality,
+            progress=not args.quiet,
+            on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+        )
+    return _finish_report(report, out_dir, "result(s)")
 
 
 def cmd_test(args: argparse.Namespace) -> int:

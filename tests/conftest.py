@@ -121,3 +121,127 @@ def rgb_image() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()[100:148, 180:236]  # 48x56 uint8 RGB
+
+
+# ---------------------------------------------------------------------------------------------------
+# Restore-RWKV: tiny variants for the denoise and medical tasks, and synthetic DICOM / NIfTI inputs
+# ---------------------------------------------------------------------------------------------------
+
+TINY_RWKV = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1}
+
+
+def tiny_rwkv_entry(task: str) -> zoo.ZooEntry:
+    """A tiny Restore-RWKV for ``task`` (denoise: 3 channels, medical tasks: 1): ``tiny-rwkv-<task>``."""
+    from restorer.medical_tasks import MEDICAL_TASKS
+
+    base = zoo.get_entry("restore-rwkv" if task == "denoise" else "restore-rwkv-ct", 1)
+    channels = 1 if task in MEDICAL_TASKS else 3
+    model = f"tiny-rwkv-{task.replace('_', '-')}"
+    network_g = {"type": "Restore_RWKV", "inp_channels": channels, "out_channels": channels, **TINY_RWKV}
+    return dataclasses.replace(
+        base,
+        model=model,
+        display_name=f"Tiny Restore-RWKV ({task})",
+        network_g=zoo._freeze(network_g),
+        weight_file=f"{model}.pth",
+        in_channels=channels,
+        out_channels=channels,
+        tasks=(task,),
+        sha256=None,
+    )
+
+
+@pytest.fixture
+def tiny_rwkv_zoo(monkeypatch, tmp_path):
+    """Adds ``tiny-rwkv-<task>`` for ``denoise`` and every medical task (random init: the global
+    residual keeps the picture), with weights in a temporary weights folder. Returns that folder."""
+    from restorer.archs import build_network
+    from restorer.medical_tasks import MEDICAL_TASKS
+
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir(exist_ok=True)
+    extra = {}
+    for seed, task in enumerate(["denoise", *MEDICAL_TASKS]):
+        entry = tiny_rwkv_entry(task)
+        torch.manual_seed(seed)
+        net = build_network(entry.network_options())
+        torch.save({entry.param_key: net.state_dict()}, weights_dir / entry.weight_file)
+        extra[entry.key] = entry
+    monkeypatch.setattr(zoo, "ZOO", MappingProxyType({**extra, **zoo.ZOO}))
+    monkeypatch.setenv("RESTORER_WEIGHTS_DIR", str(weights_dir))
+    return weights_dir
+
+
+def _dicom_slice(modality: str, raw: np.ndarray, **attributes):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}[modality]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    uid = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, uid
+    ds.Modality = modality
+    ds.PatientName, ds.PatientID = "Test^Phantom", "0001"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.7, 0.8]
+    ds.SliceThickness = 2.5
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    ds.set_pixel_data(raw, "MONOCHROME2", 12, generate_instance_uid=False)
+    return ds
+
+
+@pytest.fixture
+def make_dicom_series():
+    """``make(folder, modality='CT', slices=3, rows=32, cols=40, seed=0) -> list of stored arrays``: a
+    12-bit series (CT: intercept -1024, window 40/400) saved as ``slice{i}.dcm``, slices 5 mm apart."""
+    from pydicom.uid import generate_uid
+
+    def make(
+        folder: Path, modality: str = "CT", slices: int = 3, rows: int = 32, cols: int = 40, seed: int = 0
+    ):
+        rng = np.random.default_rng(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        study, series, frame = generate_uid(), generate_uid(), generate_uid()
+        raws = []
+        for index in range(slices):
+            raw = rng.integers(0, 4096, size=(rows, cols)).astype(np.uint16)
+            extra = {"RescaleSlope": 1, "RescaleIntercept": -1024, "WindowCenter": 40, "WindowWidth": 400}
+            ds = _dicom_slice(
+                modality,
+                raw,
+                StudyInstanceUID=study,
+                SeriesInstanceUID=series,
+                FrameOfReferenceUID=frame,
+                SeriesNumber=2,
+                InstanceNumber=index + 1,
+                ImagePositionPatient=[-100.0, -120.0, 5.0 * index],
+                **(extra if modality == "CT" else {}),
+            )
+            ds.save_as(folder / f"slice{index}.dcm", enforce_file_format=True)
+            raws.append(raw)
+        return raws
+
+    return make
+
+
+@pytest.fixture
+def make_nifti():
+    """``make(path, shape=(40, 32, 3), seed=0, high=4000.0) -> data``: a float32 NIfTI-1 volume with a
+    2 x 1.5 x 3 mm affine (``.nii`` or ``.nii.gz`` by the name), values in [0, ``high``)."""
+    import nibabel as nib
+
+    def make(path: Path, shape=(40, 32, 3), seed: int = 0, high: float = 4000.0) -> np.ndarray:
+        data = (np.random.default_rng(seed).random(shape) * high).astype(np.float32)
+        affine = np.diag([2.0, 1.5, 3.0, 1.0])
+        affine[:3, 3] = [-40.0, -24.0, 10.0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, affine), str(path))
+        return data
+
+    return make
