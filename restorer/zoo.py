@@ -482,7 +482,7 @@ RESTORE_RWKV_PAGE = (
 )
 RESTORE_RWKV_DEFAULT = {"dim": 48, "num_blocks": [4, 6, 6, 8], "num_refinement_blocks": 4}
 RESTORE_RWKV_LIGHT = {"dim": 16, "num_blocks": [1, 1, 2, 2], "num_refinement_blocks": 1}
-BUNDLED_DENOISE_SHA256: str | None = None
+BUNDLED_DENOISE_SHA256 = "34b2d84d388fcd032fde9c666f1d23e3d2586d3141ee23ad3f5d80dec456e8b5"
 
 
 def _restore_rwkv(

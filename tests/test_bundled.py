@@ -56,3 +56,21 @@ def test_router_prefers_an_official_checkpoint_once_present(monkeypatch, tmp_pat
     official = zoo.get_entry("dlgsanet-tiny", 4)
     (tmp_path / official.weight_file).write_bytes(b"placeholder: presence is what the router checks")
     assert tasks.resolve("sr_x4", weights_available=rw.is_available).model != "craft-bundled"
+
+
+def test_bundled_denoiser_ships_and_removes_noise(monkeypatch):
+    from restorer import baselines
+    from restorer.training.degradations import gaussian_noise
+
+    monkeypatch.delenv("RESTORER_WEIGHTS_DIR", raising=False)
+    entry = zoo.get_entry("restore-rwkv-light", 1)
+    path = rw.PROJECT_WEIGHTS_DIR / entry.weight_file
+    assert path.is_file() and entry.sha256 is not None and rw.sha256_of(path) == entry.sha256
+    assert tasks.resolve("denoise", weights_available=rw.is_available).model == "restore-rwkv-light"
+    clean = data.chelsea()[40:168, 120:248].astype(np.float32) / 255.0  # held out of training
+    noisy = gaussian_noise(clean, 25, np.random.default_rng(0))
+    restorer = build_restorer(entry, device="cpu", precision="fp32", tile=0)  # strict load
+    restored = restorer.run_array(noisy)
+    assert restored.shape == clean.shape
+    # sigma 25 noise is about 20 dB; the trained model must take most of it away
+    assert baselines.psnr(restored, clean) > baselines.psnr(noisy, clean) + 8.0

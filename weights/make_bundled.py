@@ -1,17 +1,19 @@
-"""Export a bundled training run to ``weights/*.safetensors`` and measure it against bicubic.
+"""Export a bundled training run to ``weights/*.safetensors`` and measure it against its baseline.
 
 Run from the repository root after the recipe it names, for example::
 
     python datasets/make_training_set.py
     restorer train -opt options/train/bundled_CRAFT_SRx2_cpu.yml
     python weights/make_bundled.py --scale 2
+    python weights/make_bundled.py --denoise     # after bundled_RestoreRWKV_denoise_sigma25_cpu.yml
 
 It reads the run's EMA weights (``params_ema``), loads them strictly into the zoo's
 ``craft-bundled`` network, writes ``weights/<weight_file>`` (safetensors, tensors only, with the
 recipe and iteration in the metadata), prints the file's sha256 for the zoo, and prints the
 validation table of ``weights/README.md``: Y-PSNR / SSIM (BT.601, crop = scale, outputs rounded to
 uint8, BasicSR's functions) of the model and of MATLAB-bicubic upscaling on the held-out photos,
-whose LR inputs are made the same way as in training (mod-crop, MATLAB bicubic, uint8).
+whose LR inputs are made the same way as in training (mod-crop, MATLAB bicubic, uint8). For the
+denoiser (``--denoise``) the baseline is the tuned classical denoiser of ``restorer.baselines``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "craft-bundled"
+DENOISE_MODEL = "restore-rwkv-light"
 
 
 def evaluate(scale: int, val_dir: Path, weights_file: Path | None = None) -> list[dict]:
@@ -74,7 +77,7 @@ def markdown_table(scale: int, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def export(scale: int, checkpoint: Path, out_dir: Path) -> Path:
+def export(task: str, model: str, recipe: str, checkpoint: Path, out_dir: Path) -> Path:
     """Write the run's EMA weights as the zoo's safetensors file; returns its path."""
     from safetensors.torch import save_file
 
@@ -82,7 +85,7 @@ def export(scale: int, checkpoint: Path, out_dir: Path) -> Path:
     from restorer.archs import build_network
     from restorer.tasks import resolve
 
-    entry = resolve(f"sr_x{scale}", MODEL)
+    entry = resolve(task, model)
     raw = rw.read_checkpoint(checkpoint)
     state = rw.unwrap_state_dict(raw, "params_ema")
     network = build_network(entry.network_options())
@@ -97,8 +100,8 @@ def export(scale: int, checkpoint: Path, out_dir: Path) -> Path:
         "format": "pt",
         "model": entry.model,
         "arch": entry.arch,
-        "scale": str(scale),
-        "recipe": f"options/train/bundled_CRAFT_SRx{scale}_cpu.yml",
+        "task": task,
+        "recipe": recipe,
         "iterations": iterations,
         "weights": "EMA (params_ema)",
     }
@@ -111,9 +114,73 @@ def export(scale: int, checkpoint: Path, out_dir: Path) -> Path:
     return target
 
 
+DENOISE_SIGMA = 25
+
+
+def evaluate_denoise(val_dir: Path, weights_file: Path | None = None) -> list[dict]:
+    """Per-image PSNR of the bundled denoiser and the tuned classical baseline, colour and gray.
+
+    Noise: white Gaussian, sigma 25 on the 0-255 scale, float and unclipped (as the baselines were
+    tuned and the recipe validates), fixed per image (seed ``[0, index]``); gray = BT.601 luma with
+    gray noise. PSNR over all channels on [0, 1] floats (``restorer.baselines.psnr``).
+    """
+    from restorer import baselines
+    from restorer import io as rio
+    from restorer.engine.runner import build_restorer
+    from restorer.tasks import resolve
+    from restorer.training.degradations import gaussian_noise
+
+    restorer = build_restorer(resolve("denoise", DENOISE_MODEL), weights=weights_file, device="cpu", tile=0)
+    rows = []
+    paths = [p for p in sorted(val_dir.iterdir()) if p.suffix.lower() in rio.IMAGE_EXTENSIONS]
+    for index, path in enumerate(paths):
+        pixels = rio.read_image(path).pixels
+        for mode, clean in (("colour", rio.to_rgb(pixels)), ("gray", rio.to_gray(pixels))):
+            noisy = gaussian_noise(clean, DENOISE_SIGMA, np.random.default_rng([0, index]))
+            restored = restorer.run_array(noisy)
+            classical = baselines.best_classical_denoise(noisy, DENOISE_SIGMA)
+            rows.append(
+                {
+                    "image": path.stem,
+                    "mode": mode,
+                    "size": f"{clean.shape[1]}x{clean.shape[0]}",
+                    "noisy_psnr": baselines.psnr(noisy, clean),
+                    "model_psnr": baselines.psnr(restored, clean),
+                    "classical_psnr": baselines.psnr(classical.image, clean),
+                    "classical_method": classical.method,
+                }
+            )
+    return rows
+
+
+def denoise_table(rows: list[dict]) -> str:
+    lines = [
+        "| image | mode | size | noisy PSNR | model PSNR | classical PSNR (method) | gain over classical |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['image']} | {r['mode']} | {r['size']} | {r['noisy_psnr']:.2f} | {r['model_psnr']:.2f} | "
+            f"{r['classical_psnr']:.2f} ({r['classical_method']}) | "
+            f"{r['model_psnr'] - r['classical_psnr']:+.2f} |"
+        )
+    for mode in ("colour", "gray"):
+        sel = [r for r in rows if r["mode"] == mode]
+        mean = {
+            k: float(np.mean([r[k] for r in sel])) for k in ("noisy_psnr", "model_psnr", "classical_psnr")
+        }
+        lines.append(
+            f"| **mean** | {mode} | | {mean['noisy_psnr']:.2f} | {mean['model_psnr']:.2f} | "
+            f"{mean['classical_psnr']:.2f} | {mean['model_psnr'] - mean['classical_psnr']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scale", type=int, choices=(2, 3, 4), help="the craft-bundled sr_xS model")
+    which.add_argument("--denoise", action="store_true", help="the restore-rwkv-light denoise model")
     parser.add_argument("--checkpoint", type=Path, help="default: the recipe's net_g_latest.pth")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "weights")
     parser.add_argument("--val-dir", type=Path, default=ROOT / "datasets" / "skimage_sr" / "val")
@@ -122,19 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from restorer import weights as rw
+    from restorer.tasks import resolve
 
-    checkpoint = args.checkpoint or (
-        ROOT / "experiments" / f"bundled_CRAFT_SRx{args.scale}_cpu" / "models" / "net_g_latest.pth"
-    )
-    if args.eval_only:
-        from restorer.tasks import resolve
-
-        target = args.out_dir / resolve(f"sr_x{args.scale}", MODEL).weight_file
+    if args.denoise:
+        task, model, run = "denoise", DENOISE_MODEL, "bundled_RestoreRWKV_denoise_sigma25_cpu"
     else:
-        target = export(args.scale, checkpoint, args.out_dir)
+        task, model, run = f"sr_x{args.scale}", MODEL, f"bundled_CRAFT_SRx{args.scale}_cpu"
+    checkpoint = args.checkpoint or ROOT / "experiments" / run / "models" / "net_g_latest.pth"
+    if args.eval_only:
+        target = args.out_dir / resolve(task, model).weight_file
+    else:
+        target = export(task, model, f"options/train/{run}.yml", checkpoint, args.out_dir)
     print(f"{target}  sha256={rw.sha256_of(target)}")
-    rows = evaluate(args.scale, args.val_dir, target)
-    print(markdown_table(args.scale, rows))
+    if args.denoise:
+        rows = evaluate_denoise(args.val_dir, target)
+        print(denoise_table(rows))
+    else:
+        rows = evaluate(args.scale, args.val_dir, target)
+        print(markdown_table(args.scale, rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
