@@ -275,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force_yml", nargs="+", default=None, help="override options: key:value ...")
     train.set_defaults(func=cmd_train)
 
+    from restorer.codec.cli import register as register_codec
+
+    register_codec(sub, formatter_class=_DefaultsFormatter)
+
     models = sub.add_parser("models", help="list tasks, their models and which weights are present")
     models.set_defaults(func=cmd_models)
 

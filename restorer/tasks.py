@@ -82,6 +82,13 @@ TASKS: dict[str, TaskSpec] = {
             "Gaussian denoising, sigma 25 (colour and grayscale)",
             ("restore-rwkv", "restore-rwkv-light"),
         ),
+        TaskSpec(
+            "compress",
+            "codec",
+            1,
+            "Learned image compression (S2LIC): images to .s2l files and back",
+            ("s2lic-small", "s2lic"),
+        ),
         *(TaskSpec(t.name, "medical", 1, t.description, ()) for t in MEDICAL_TASKS.values()),
     )
 }

@@ -570,6 +570,89 @@ _ENTRIES.append(
     )
 )
 
+# ----------------------------------------------------------------------------------------------
+# S2LIC (Wang et al., "S2LIC: Learned Image Compression with the SwinV2 Block, Adaptive Channel-wise
+# and Global-inter Attention Context", arXiv 2403.14471). wyq2021/S2LIC publishes code only; the
+# network options below are the published N=192, M=320 model (ACCTX/AGCTX rebuilt from the
+# figures) on CompressAI's lambda ladder, and a small configuration for CPU training.
+# ----------------------------------------------------------------------------------------------
+S2LIC_PAPER = "https://arxiv.org/abs/2403.14471"
+_S2LIC_PUBLISHED = {
+    "type": "S2LIC",
+    "N": 192,
+    "M": 320,
+    "num_slices": 10,
+    "depths": [1, 2, 3, 1, 1],
+    "num_heads": [4, 8, 16, 16, 16],
+    "window_size": 8,
+    "mlp_ratio": 4.0,
+    "drop_path_rate": 0.1,
+    "enh_channels": 64,
+    "intra_slice_context": True,
+}
+_S2LIC_SMALL = {
+    "type": "S2LIC",
+    "N": 64,
+    "M": 96,
+    "num_slices": 6,
+    "depths": [1, 1, 1, 1, 1],
+    "num_heads": [2, 4, 4, 4, 4],
+    "window_size": 8,
+    "mlp_ratio": 2.0,
+    "drop_path_rate": 0.0,
+    "enh_channels": 32,
+    "enh_growth": 16,
+    "ep_hidden": [96, 64, 48],
+    "lrp_hidden": [64, 32],
+    "ctx_head_dim": 16,
+    "intra_slice_context": True,
+}
+
+
+def _s2lic(model: str, display_name: str, options: Mapping[str, Any], **fields: Any) -> ZooEntry:
+    return ZooEntry(
+        model=model,
+        display_name=display_name,
+        arch="S2LIC",
+        scale=1,
+        network_g=_freeze(options),
+        param_key="params",
+        paper=S2LIC_PAPER,
+        window_multiple=64,
+        supports_fp16=False,
+        supports_bf16=False,  # entropy coding must be bit-exact between encoder and decoder
+        tasks=("compress",),
+        **fields,
+    )
+
+
+for _q, _lam in enumerate((0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483), 1):
+    _ENTRIES.append(
+        _s2lic(
+            f"s2lic-q{_q}",
+            f"S2LIC (q{_q}, MSE lambda {_lam})",
+            _S2LIC_PUBLISHED,
+            weight_file=f"S2LIC_mse_q{_q}.pth",
+            published="no checkpoints published (wyq2021/S2LIC has code only); train with "
+            f"options/train/S2LIC_mse_q{_q}.yml",
+            notes=f"lambda={_lam}; ACCTX/AGCTX reconstructed from the paper's figures",
+            license="see wyq2021/S2LIC",
+        )
+    )
+for _q, _lam in ((1, 0.0067), (2, 0.0250)):
+    _ENTRIES.append(
+        _s2lic(
+            f"s2lic-small-q{_q}",
+            f"S2LIC small (q{_q})",
+            _S2LIC_SMALL,
+            weight_file=f"restorer_S2LIC_small_q{_q}_skimage.safetensors",
+            published=f"nowhere yet (not shipped): train it with restorer train -opt "
+            f"options/train/bundled_S2LIC_small_q{_q}_cpu.yml",
+            notes=f"lambda={_lam}; small configuration (5.9 M parameters) for CPU training",
+            license="Apache-2.0 (this project)",
+        )
+    )
+
 ZOO: Mapping[str, ZooEntry] = MappingProxyType({e.key: e for e in _ENTRIES})
 
 
