@@ -31,6 +31,21 @@ TINY_HAT = {
 }
 
 
+TINY_S2LIC = {
+    "N": 16,
+    "M": 40,
+    "num_slices": 5,
+    "depths": [1, 2, 1, 1, 1],
+    "num_heads": [2, 2, 2, 2, 2],
+    "enh_channels": 8,
+    "enh_growth": 4,
+    "ep_hidden": [32, 24],
+    "lrp_hidden": [24],
+    "ctx_head_dim": 8,
+}
+"""A tiny S2LIC configuration (constructor keys, no ``type``) for the codec tests."""
+
+
 def tiny_entry(scale: int, model: str = "tiny-hat") -> zoo.ZooEntry:
     base = zoo.get_entry("hat-s", scale)
     return dataclasses.replace(

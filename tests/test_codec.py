@@ -32,19 +32,9 @@ from restorer.codec.api import (
 )
 from restorer.errors import RestorerError
 
-TINY = {
-    "type": "S2LIC",
-    "N": 16,
-    "M": 40,
-    "num_slices": 5,
-    "depths": [1, 2, 1, 1, 1],
-    "num_heads": [2, 2, 2, 2, 2],
-    "enh_channels": 8,
-    "enh_growth": 4,
-    "ep_hidden": [32, 24],
-    "lrp_hidden": [24],
-    "ctx_head_dim": 8,
-}
+from conftest import TINY_S2LIC
+
+TINY = {"type": "S2LIC", **TINY_S2LIC}
 
 
 def calibrate_(model: S2LIC, image: np.ndarray) -> S2LIC:

@@ -20,18 +20,9 @@ from restorer.archs.s2lic_arch import (
     get_scale_table,
 )
 
-TINY = {
-    "N": 16,
-    "M": 40,
-    "num_slices": 5,
-    "depths": [1, 2, 1, 1, 1],
-    "num_heads": [2, 2, 2, 2, 2],
-    "enh_channels": 8,
-    "enh_growth": 4,
-    "ep_hidden": [32, 24],
-    "lrp_hidden": [24],
-    "ctx_head_dim": 8,
-}
+from conftest import TINY_S2LIC
+
+TINY = TINY_S2LIC
 
 
 def tiny_model(seed: int = 0, **overrides) -> S2LIC:
