@@ -863,6 +863,23 @@ def run_benchmark(
 
     note = on_message or (lambda message: print(f"note: {message}", file=sys.stderr))
     spec = tasks.get_task(task)
+    if spec.kind == "codec":  # rate-distortion, not restoration: restorer.codec.rd's schema
+        unsupported = [
+            flag
+            for flag, used in (
+                ("--tile", bool(tile)),
+                ("--lpips", lpips),
+                ("--save-images", save_images is not None),
+                ("--precision", precision not in ("fp32", "auto")),
+            )
+            if used
+        ]
+        if unsupported:
+            raise UsageError(
+                f"{', '.join(unsupported)} do not apply to the '{task}' task "
+                "(codecs run whole images in fp32)."
+            )
+        return run_codec_benchmark(models, datasets, device=device, progress=progress, on_message=note)
     degradation = degradation_for(spec)
     scale = spec.scale
     if not datasets:
@@ -1020,6 +1037,10 @@ def _protocol_line(results: Mapping[str, Any]) -> str:
 
 def format_table(results: Mapping[str, Any]) -> str:
     """The results as an aligned text table with the protocol on top."""
+    if results.get("kind") == "codec":
+        from restorer.codec.rd import rd_markdown
+
+        return rd_markdown(results)
     header, rows = table_rows(results)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [_protocol_line(results)]
@@ -1100,6 +1121,74 @@ def plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return target
 
 
+def codec_variants(models: Sequence[ModelRequest]) -> list[tuple[str, str | None]]:
+    """The codec variants (and weight files) that ``--model`` requests name, as ``(variant, weights)``.
+
+    A family name (``s2lic-small``) means each of its quality levels whose weights are present; a full
+    variant name (``s2lic-small-q1``) means that one; no ``--model`` means the ``compress`` task's preferred
+    family with weights present.
+    """
+    from restorer import weights as rw
+    from restorer.codec.api import _split_quality, codec_entries, resolve_codec_entry
+
+    by_name = {e.model: e for e in codec_entries()}
+    out: list[tuple[str, str | None]] = []
+    for request in models or [ModelRequest()]:
+        name = (request.model or "").lower() or None
+        if name in by_name:
+            out.append((name, request.weights))
+            continue
+        if request.weights:
+            raise UsageError(
+                f"--model {request.model}=WEIGHTS needs a full variant name (e.g. {request.model}-q1), "
+                "one weight file per rate point."
+            )
+        family = _split_quality(resolve_codec_entry(name, weights_available=rw.is_available).model)[0]
+        levels = sorted(
+            (e for e in by_name.values() if _split_quality(e.model)[0] == family),
+            key=lambda e: _split_quality(e.model)[1] or 0,
+        )
+        present = [e.model for e in levels if rw.is_available(e)]
+        if not present:
+            missing = ", ".join(e.weight_file for e in levels)
+            folders = ", ".join(str(d) for d in rw.weight_dirs())
+            raise UsageError(f"No weights for any quality of {family}: expected {missing} in {folders}.")
+        out += [(variant, None) for variant in present]
+    return list(dict.fromkeys(out))
+
+
+def run_codec_benchmark(
+    models: Sequence[ModelRequest],
+    datasets: Sequence[str | os.PathLike],
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Rate-distortion benchmark of codec models (``--task compress``); see
+    :func:`restorer.codec.rd.evaluate_rd` for the schema."""
+    from restorer import weights as rw
+    from restorer.codec.api import load_codec
+    from restorer.codec.rd import evaluate_rd
+    from restorer.engine.runner import resolve_device
+
+    target = resolve_device(device)
+    codecs, info = {}, {}
+    for variant, weights in codec_variants(models):
+        codec = load_codec(variant, weights=weights, device=target)
+        entry = zoo.get_entry(variant, 1)
+        codecs[variant] = codec
+        info[variant] = {
+            "display_name": entry.display_name,
+            "weights": str(weights or rw.find_weights(entry)),
+            "fingerprint": codec.fingerprint.hex(),
+            "params_m": round(sum(p.numel() for p in codec.model.parameters()) / 1e6, 3),
+            "device": str(target),
+        }
+    report = (lambda text: print(f"  {text}", file=sys.stderr)) if progress else None
+    return evaluate_rd(datasets, codecs, model_info=info, on_image=report)
+
+
 def _write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file, so an interruption leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1116,6 +1205,10 @@ def write_reports(
     plot_path: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Write the JSON, Markdown and (when asked) bar-chart files; returns the paths written."""
+    if results.get("kind") == "codec":
+        from restorer.codec.rd import write_rd_reports
+
+        return write_rd_reports(results, json_path, markdown_path, plot_path)
     written = []
     if json_path:
         written.append(_write_text(Path(json_path), json.dumps(results, indent=2) + "\n"))

@@ -70,6 +70,13 @@ def _image_tasks() -> list[str]:
     return [name for name, spec in TASKS.items() if spec.kind == "image"]
 
 
+def _benchmark_tasks() -> list[str]:
+    """Tasks `restorer benchmark` scores: the image tasks and the codec ones (rate-distortion)."""
+    from restorer.tasks import TASKS
+
+    return [name for name, spec in TASKS.items() if spec.kind in ("image", "codec")]
+
+
 def _infer_tasks() -> list[str]:
     """Tasks `restorer infer` runs: image-to-image ones and the medical ones (DICOM / NIfTI)."""
     from restorer.tasks import TASKS
@@ -192,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsFormatter,
     )
     bench.add_argument(
-        "--task", required=True, choices=_image_tasks(), help="task (fixes scale and degradation)"
+        "--task",
+        required=True,
+        choices=_benchmark_tasks(),
+        help="task (fixes scale and degradation; compress: bpp / PSNR / MS-SSIM against JPEG and WebP, "
+        "BD-rate vs JPEG, -m FAMILY for all its rate points)",
     )
     bench.add_argument(
         "-m",
@@ -216,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="PNG",
-        help="bar chart (default file: OUT/<task>.png)",
+        help="bar chart; RD curves for --task compress (default file: OUT/<task>.png)",
     )
     bench.add_argument(
         "--save-images", metavar="DIR", help="also save outputs as DIR/<model>/<set>/<name>.png"
