@@ -83,6 +83,13 @@ TASKS: dict[str, TaskSpec] = {
             ("restore-rwkv", "restore-rwkv-light"),
         ),
         TaskSpec(
+            "reflection_removal",
+            "image",
+            1,
+            "Reflection removal: the scene behind the glass (transmission layer)",
+            ("rrformer",),
+        ),
+        TaskSpec(
             "compress",
             "codec",
             1,

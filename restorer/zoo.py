@@ -39,6 +39,8 @@ class ZooEntry:
     supports_fp16: bool = False
     supports_bf16: bool = True
     pad_mode: str = "reflect"
+    tile_overlap: int | None = None  # default --tile-overlap (None: the engine's, two windows)
+    cpu_tile: int | None = None  # default tile on a CPU (None: the engine's auto size)
     notes: str = ""
     license: str = ""
     tasks: tuple[str, ...] = field(default=())
@@ -652,6 +654,60 @@ for _q, _lam in ((1, 0.0067), (2, 0.0250)):
             license="Apache-2.0 (this project)",
         )
     )
+
+# ----------------------------------------------------------------------------------------------
+# RRFormer (Zhang et al., "Benchmarking Ultra-High-Definition Image Reflection Removal",
+# arXiv 2308.00265). Parameter names follow the public DRNet; the Swin residual is applied (the
+# public code's block returns its input). No checkpoint is published.
+# ----------------------------------------------------------------------------------------------
+RRFORMER_PAPER = "https://arxiv.org/abs/2308.00265"
+RRFORMER_REPO = (
+    "https://github.com/Liar-zzy/Benchmarking-Ultra-High-Definition-Single-Image-Reflection-Removal"
+)
+_ENTRIES.append(
+    ZooEntry(
+        model="rrformer",
+        display_name="RRFormer",
+        arch="RRFormer",
+        scale=1,
+        network_g=_freeze(
+            {
+                "type": "RRFormer",
+                "in_chans": 3,
+                "out_chans": 3,
+                "n_feats": 256,
+                "embed_dim": 240,
+                "img_size": 256,
+                "patch_size": 4,
+                "depths": [6, 6, 6, 6, 6],
+                "num_heads": [6, 6, 6, 6, 6],
+                "window_size": 8,
+                "mlp_ratio": 2.0,
+                "drop_path_rate": 0.1,
+                "resi_connection": "1conv",
+                "pyramid": True,
+                "pyramid_scales": [4, 8, 16, 32],
+                "hypercolumn_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
+                "vgg_weights": None,
+                "swin_residual": True,
+            }
+        ),
+        weight_file="RRFormer_UHDRR4K.pth",  # our name: no checkpoint is published
+        param_key="params",
+        published=f"nowhere yet: the authors list their 4K/8K checkpoints as a to-do ({RRFORMER_REPO}); "
+        "train one with options/train/RRFormer_UHDRR4K.yml",
+        paper=RRFORMER_PAPER,
+        window_multiple=32,
+        tile_overlap=128,
+        cpu_tile=512,
+        supports_fp16=False,
+        supports_bf16=True,
+        notes="also needs torchvision's ImageNet VGG19 file vgg19-dcbb9e9d.pth in a weights folder; the "
+        "public code's Swin block returns its input (17 M dead parameters): here its residual is applied",
+        license="no license file in the public repository",
+        tasks=("reflection_removal",),
+    )
+)
 
 ZOO: Mapping[str, ZooEntry] = MappingProxyType({e.key: e for e in _ENTRIES})
 

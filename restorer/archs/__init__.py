@@ -14,7 +14,15 @@ from typing import Any
 from torch import nn
 
 # Modules whose import registers architectures. Each later model adds its file here.
-ARCH_MODULES = ("hat_arch", "drct_arch", "craft_arch", "dlgsanet_arch", "restore_rwkv_arch", "s2lic_arch")
+ARCH_MODULES = (
+    "hat_arch",
+    "drct_arch",
+    "craft_arch",
+    "dlgsanet_arch",
+    "restore_rwkv_arch",
+    "s2lic_arch",
+    "rrformer_arch",
+)
 
 
 def register_all():

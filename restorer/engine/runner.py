@@ -243,7 +243,10 @@ def build_restorer(
         model.pad_mode = entry.pad_mode  # the zoo states which official padding convention is used
     model.eval().requires_grad_(False).to(device=torch_device, dtype=dtype)
     if tile is None:
-        tile = auto_tile(torch_device)
+        cpu_default = entry.cpu_tile if torch_device.type == "cpu" else None
+        tile = cpu_default or auto_tile(torch_device)
+    if tile_overlap is None:
+        tile_overlap = entry.tile_overlap  # the zoo knows how far a model sees
     if tile < 0:
         raise UsageError(f"--tile must be 0 (whole image) or a positive size, got {tile}.")
     if tile_overlap is not None and tile_overlap < 0:

@@ -11,6 +11,7 @@ _REGISTERING_MODULES = (
     "restorer.training.restoration_data",
     "restorer.training.models",
     "restorer.training.compression",
+    "restorer.training.reflection",
 )
 
 
