@@ -74,3 +74,17 @@ def test_bundled_denoiser_ships_and_removes_noise(monkeypatch):
     assert restored.shape == clean.shape
     # sigma 25 noise is about 20 dB; the trained model must take most of it away
     assert baselines.psnr(restored, clean) > baselines.psnr(noisy, clean) + 8.0
+
+
+@pytest.mark.parametrize("quality", (1, 2))
+def test_bundled_codec_ships_and_decodes_exactly(quality, monkeypatch):
+    from restorer.codec.api import compress_image, decompress_bytes, load_codec
+
+    monkeypatch.delenv("RESTORER_WEIGHTS_DIR", raising=False)
+    entry = zoo.get_entry(f"s2lic-small-q{quality}", 1)
+    path = rw.PROJECT_WEIGHTS_DIR / entry.weight_file
+    assert path.is_file() and entry.sha256 is not None and rw.sha256_of(path) == entry.sha256
+    codec = load_codec("s2lic-small", quality, device="cpu")
+    image = data.chelsea()[:70, :90].astype(np.float32) / 255.0
+    stream, reconstruction = compress_image(codec, image, return_reconstruction=True)
+    np.testing.assert_array_equal(decompress_bytes(codec, stream), reconstruction)
