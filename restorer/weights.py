@@ -21,7 +21,8 @@ from restorer.errors import CheckpointError, WeightsNotFoundError
 from restorer.zoo import ZooEntry
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
-CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator")
+# "icnn": the public RRFormer / ERRNet checkpoints
+CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator", "icnn")
 PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 

@@ -30,6 +30,8 @@ def test_unwrap_prefers_params_ema_then_params_and_strips_module():
     wrapped = {"state_dict": {f"module.{k}": v for k, v in raw.items()}}
     assert torch.equal(rw.unwrap_state_dict(wrapped)[key], raw[key])
     assert torch.equal(rw.unwrap_state_dict(raw)[key], raw[key])  # bare dict
+    public_rrformer = {"icnn": raw, "opt_g": {"state": {}}, "epoch": 20}
+    assert torch.equal(rw.unwrap_state_dict(public_rrformer)[key], raw[key])
     with pytest.raises(CheckpointError, match="no tensors"):
         rw.unwrap_state_dict({"params": {"a": 1}})
 
