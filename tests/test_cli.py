@@ -222,7 +222,10 @@ def test_subprocess_user_mistakes_have_no_traceback(tmp_path):
 
 
 _SLOW_RUN = """
-import sys, time
+import signal, sys, time
+# A job started in the background by a non-interactive shell inherits SIGINT as ignored;
+# restore Python's handler so the test sees what a user pressing Ctrl-C sees.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 import conftest
 from types import MappingProxyType
