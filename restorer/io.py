@@ -52,6 +52,7 @@ __all__ = [
     "resolve_output_ext",
     "to_gray",
     "to_rgb",
+    "write_atomically",
     "write_image",
 ]
 
@@ -648,12 +649,13 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
+def write_atomically(target: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``.
 
     Readers see either the old file or the complete new one. On any exception, KeyboardInterrupt
-    included, the temporary file is removed and the exception propagates.
+    included, the temporary file is removed and the exception propagates. Returns ``target`` as a Path.
     """
+    target = Path(target)
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     fd, temp = _open_temp_file(folder, target.name)
@@ -668,6 +670,7 @@ def _write_atomically(target: Path, data: bytes) -> None:
             temp.unlink()
         raise
     _fsync_folder(folder)
+    return target
 
 
 def write_image(
@@ -742,7 +745,7 @@ def write_image(
     except (cv2.error, ValueError, TypeError, OSError) as exc:
         raise ImageWriteError(f"Cannot write image {target}: encoding failed ({exc})") from exc
     try:
-        _write_atomically(target, data)
+        write_atomically(target, data)
     except OSError as exc:
         raise ImageWriteError(f"Cannot write image {target}: {exc.strerror or exc}") from exc
     return target

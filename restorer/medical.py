@@ -981,7 +981,7 @@ def write_volume(
 
 def _write_file(target: Path, data: bytes) -> None:
     try:
-        rio._write_atomically(target, data)
+        rio.write_atomically(target, data)
     except OSError as exc:
         raise ImageWriteError(f"Cannot write {target}: {exc.strerror or exc}") from exc
 

@@ -9,8 +9,10 @@ and alpha exactly like ``restorer infer``.
 
 What a task does depends on its kind (:attr:`TaskSpec.kind`). Each kind has a runner in
 :data:`RUNNERS` that turns a :class:`Job` into an :class:`Outcome` (a before/after pair for the
-slider, one file to download, and labelled facts); the layout is the same for every kind. Only
-``image`` has a runner today; see the note above :data:`RUNNERS` for ``codec``.
+slider, one file to download, and labelled facts); the layout is the same for every kind. ``image``
+tasks show the bicubic-upscaled input against the result; ``codec`` tasks the original against the
+image decoded from the ``.s2l`` file, with bits per pixel, file size, PSNR and MS-SSIM. Medical tasks
+(DICOM / NIfTI) are listed but run from the command line.
 
 ``python app.py`` builds the app with :func:`build_app` and launches it with :func:`launch_options`.
 """
@@ -41,6 +43,14 @@ from tqdm import tqdm
 from restorer import io as rio
 from restorer import tasks
 from restorer import weights as rw
+from restorer.codec.api import (
+    Codec,
+    compress_image,
+    decompress_bytes,
+    load_codec,
+    measure_rd,
+    resolve_codec_entry,
+)
 from restorer.engine.runner import (
     PRECISIONS,
     Restorer,
@@ -108,7 +118,7 @@ def task_choices() -> list[tuple[str, str]]:
     """(label, task name) for every task the router knows, in router order."""
     choices = []
     for spec in tasks.TASKS.values():
-        note = "" if spec.kind in RUNNERS else " (not in the web demo yet)"
+        note = "" if spec.kind in RUNNERS else " (command line only)"
         choices.append((f"{spec.name}: {spec.description}{note}", spec.name))
     return choices
 
@@ -119,7 +129,10 @@ def available_models(task: str) -> list[ZooEntry]:
     present = [spec.entry(m) for m in spec.models() if rw.is_available(spec.entry(m))]
     if not present:
         return []
-    default = tasks.resolve(task, weights_available=rw.is_available)
+    if spec.kind == "codec":  # the codec CLI's default: the best rate point present
+        default = resolve_codec_entry(weights_available=rw.is_available)
+    else:
+        default = tasks.resolve(task, weights_available=rw.is_available)
     return [default] + [e for e in present if e.key != default.key]
 
 
@@ -153,12 +166,30 @@ def task_note(task: str) -> str:
     """Markdown under the model list: what the task does, and what is missing to run it."""
     spec = tasks.get_task(task)
     size = f"{spec.scale}x the input's width and height" if spec.scale != 1 else "the input's size"
-    lines = [f"Output: {'an image' if spec.kind == 'image' else spec.kind} at {size}."]
+    output = {"image": "an image", "codec": "an .s2l file and the image decoded from it"}.get(
+        spec.kind, spec.kind
+    )
+    lines = [f"Output: {output} at {size}."]
     if spec.kind not in RUNNERS:
-        lines.append(f"The web demo cannot run '{spec.kind}' tasks yet; use the command line.")
+        lines.append(not_in_demo_message(spec))
     elif not available_models(task):
         lines.append(rw.missing_weights_message(tasks.resolve(task)))
+    if spec.kind == "codec":
+        lines.append("Tile size and precision do not apply: the codec codes the whole image in float32.")
     return "\n\n".join(lines)
+
+
+def not_in_demo_message(spec: tasks.TaskSpec) -> str:
+    """Why a task has no runner here, and how to run it instead."""
+    if spec.kind == "medical":
+        return (
+            f"{spec.name} works on DICOM and NIfTI volumes, which this demo does not take; run it with "
+            f"`restorer infer --task {spec.name} SCAN_FOLDER_OR_FILE` (see `restorer infer --help`)."
+        )
+    return (
+        f"The web demo cannot run '{spec.kind}' tasks such as {spec.name}; "
+        "use the command line (`restorer --help`)."
+    )
 
 
 def parse_tile(value: str | int | None) -> int | None:
@@ -184,17 +215,32 @@ def parse_tile(value: str | int | None) -> int | None:
 class ModelCache:
     """Loaded models kept warm, one per (model, scale, device, precision, weight file).
 
-    The least recently used one is dropped beyond ``capacity`` so a long-running demo that visits
-    many models does not hold them all in GPU memory at once.
+    Restoration models (:meth:`get`) and codecs (:meth:`get_codec`) share the cache. The least recently
+    used one is dropped beyond ``capacity`` so a long-running demo that visits many models does not
+    hold them all in GPU memory at once.
     """
 
     def __init__(self, capacity: int = 4) -> None:
         self.capacity = max(1, capacity)
-        self._models: OrderedDict[tuple, Restorer] = OrderedDict()
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def _get_or_build(self, key: tuple, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            model = build()
+            self._models[key] = model
+            while len(self._models) > self.capacity:
+                _, dropped = self._models.popitem(last=False)
+                if dropped.device.type == "cuda":
+                    del dropped
+                    torch.cuda.empty_cache()
+            return model
 
     def get(self, entry: ZooEntry, device: str = "auto", precision: str = "auto") -> Restorer:
         """The loaded model for ``entry`` on ``device`` at ``precision``, building it on first use.
@@ -207,18 +253,15 @@ class ModelCache:
         dtype = resolve_precision(precision, torch_device, entry)
         # The weight file's identity is part of the key so a replaced file is loaded afresh.
         key = (entry.model, entry.scale, str(torch_device), str(dtype), str(path), path.stat().st_mtime_ns)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            restorer = build_restorer(entry, path, str(torch_device), precision)
-            self._models[key] = restorer
-            while len(self._models) > self.capacity:
-                _, dropped = self._models.popitem(last=False)
-                if dropped.device.type == "cuda":
-                    del dropped
-                    torch.cuda.empty_cache()
-            return restorer
+        return self._get_or_build(key, lambda: build_restorer(entry, path, str(torch_device), precision))
+
+    def get_codec(self, entry: ZooEntry, device: str = "auto") -> Codec:
+        """The loaded codec for ``entry`` on ``device`` (always float32: the entropy model's tables
+        must be reproduced exactly at decode time)."""
+        path = rw.require_weights(entry)
+        torch_device = resolve_device(device)
+        key = ("codec", entry.model, str(torch_device), str(path), path.stat().st_mtime_ns)
+        return self._get_or_build(key, lambda: load_codec(entry.model, device=torch_device))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -247,9 +290,11 @@ class Outcome:
 
     before: Path  # left side of the slider
     after: Path  # right side of the slider
-    download: Path  # the full-precision result
+    download: Path  # the full-precision result (an image, or the compressed file)
     download_label: str
     facts: list[tuple[str, str]]
+    result_image: Path | None = None  # what the ``restore`` API returns; None: ``download``
+    slider_label: str = "Before (bicubic) | after"
 
 
 def describe_image(width: int, height: int, bit_depth: int, gray: bool, alpha: bool) -> str:
@@ -339,14 +384,75 @@ def run_image_job(job: Job, progress: gr.Progress | None = None) -> Outcome:
     return Outcome(before, after, full, f"Download {full.name} ({image.bit_depth}-bit PNG)", facts)
 
 
+def _file_size(num_bytes: int) -> str:
+    return f"{num_bytes} bytes" if num_bytes < 10_000 else f"{num_bytes / 1024:.1f} KiB"
+
+
+def run_codec_job(job: Job, progress: gr.Progress | None = None) -> Outcome:
+    """``codec`` tasks: code the image to an ``.s2l`` file, decode that file, show original vs decoded.
+
+    The decoded side comes from the file's bytes (not the encoder's reconstruction), so what the slider
+    shows is what a recipient of the download gets. Rate and quality are measured as ``restorer
+    benchmark --task compress`` does (:func:`restorer.codec.api.measure_rd`).
+    """
+    entry = resolve_codec_entry(job.model or None, weights_available=rw.is_available)
+    if progress is not None:
+        progress(0, desc=f"Loading {entry.display_name}")
+    codec = job.models.get_codec(entry, job.device)
+    image = job.image
+    if progress is not None:
+        progress(0.2, desc="Encoding")
+    started = time.perf_counter()
+    data = compress_image(codec, image.pixels)
+    encode_seconds = time.perf_counter() - started
+    if progress is not None:
+        progress(0.6, desc="Decoding the file")
+    started = time.perf_counter()
+    decoded = decompress_bytes(codec, data)
+    decode_seconds = time.perf_counter() - started
+    point = measure_rd(image.pixels, data, decoded)
+
+    stem = f"{job.name}_{entry.model}"
+    coded = rio.write_atomically(job.out_dir / f"{stem}.s2l", data)
+    after = rio.write_image(job.out_dir / f"{stem}_decoded.png", decoded, None, bit_depth=8)
+    before = rio.write_image(job.out_dir / f"{job.name}_original.png", image.pixels, None, bit_depth=8)
+
+    raw_bytes = image.width * image.height * (1 if image.is_gray else 3)  # 8-bit samples, no alpha
+    ms_ssim = "n/a (a side is 160 px or less)" if point.ms_ssim is None else f"{point.ms_ssim:.4f}"
+    facts = [
+        ("Input", describe_image(image.width, image.height, image.bit_depth, image.is_gray, image.has_alpha)),
+        ("Model", f"{entry.display_name} (`{entry.model}`)"),
+        ("Bits per pixel", f"{point.bpp:.3f}"),
+        (
+            "File size",
+            f"{_file_size(point.num_bytes)} ({raw_bytes / point.num_bytes:.1f}:1 against raw 8-bit)",
+        ),
+        ("PSNR", f"{point.psnr:.2f} dB (RGB, 8-bit)"),
+        ("MS-SSIM", ms_ssim),
+        ("Device", f"{codec.device} (float32)"),
+        ("Time", f"{encode_seconds:.2f} s to encode, {decode_seconds:.2f} s to decode"),
+    ]
+    if image.bit_depth != 8:
+        facts.append(("Note", f"the {image.bit_depth}-bit input is coded and measured at 8 bits"))
+    if image.has_alpha:
+        facts.append(("Note", "alpha is not coded; the decoded image has none"))
+    label = f"Download {coded.name} ({_file_size(point.num_bytes)})"
+    return Outcome(
+        before,
+        after,
+        coded,
+        label,
+        facts,
+        result_image=after,
+        slider_label="Original | decoded from the file",
+    )
+
+
 KindRunner = Callable[[Job, "gr.Progress | None"], Outcome]
 
-# One runner per task kind. Hook for 'codec' tasks (compression, a later issue): register
-# RUNNERS["codec"] = a function that encodes job.image with the task's codec and returns
-# Outcome(before=the input, after=the decoded image, download=the .s2l file,
-# download_label="Download .s2l", facts=[bits per pixel, file size, PSNR, MS-SSIM]). Until then
-# codec tasks are listed with a note and say they cannot run here; nothing is faked.
-RUNNERS: dict[str, KindRunner] = {"image": run_image_job}
+# One runner per task kind. Medical tasks (DICOM / NIfTI volumes in and out) have none: they run with
+# ``restorer infer``, and the task list says so.
+RUNNERS: dict[str, KindRunner] = {"image": run_image_job, "codec": run_codec_job}
 
 
 def format_facts(facts: list[tuple[str, str]]) -> str:
@@ -444,10 +550,7 @@ class WebDemo:
             spec = tasks.get_task(task or "")
             runner = RUNNERS.get(spec.kind)
             if runner is None:
-                raise UsageError(
-                    f"The web demo cannot run '{spec.kind}' tasks such as {spec.name} yet; "
-                    "use the command line (`restorer --help`)."
-                )
+                raise UsageError(not_in_demo_message(spec))
             image, name = self.read_upload(upload)
             job = Job(
                 spec=spec,
@@ -485,10 +588,11 @@ class WebDemo:
         device: str,
         precision: str,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's convention)
-    ) -> tuple[tuple[str, str], gr.DownloadButton, str]:
+    ) -> tuple[gr.ImageSlider, gr.DownloadButton, str]:
         outcome = self.run(upload, task, model, tile, device, precision, progress)
+        slider = gr.ImageSlider(value=(str(outcome.before), str(outcome.after)), label=outcome.slider_label)
         download = gr.DownloadButton(label=outcome.download_label, value=str(outcome.download), visible=True)
-        return (str(outcome.before), str(outcome.after)), download, format_facts(outcome.facts)
+        return slider, download, format_facts(outcome.facts)
 
     def restore_api(
         self,
@@ -497,8 +601,10 @@ class WebDemo:
         model: str | None,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
     ) -> str:
-        """``restore`` endpoint: (image file, task, model or empty for the default) -> result file."""
-        return str(self.run(image, task, model, progress=progress).download)
+        """``restore`` endpoint: (image file, task, model or empty for the default) -> result image
+        (for ``compress``: the image decoded from the coded file)."""
+        outcome = self.run(image, task, model, progress=progress)
+        return str(outcome.result_image or outcome.download)
 
     def on_task_change(self, task: str) -> tuple[gr.Dropdown, str]:
         choices = model_choices(task)
@@ -548,7 +654,8 @@ def build_app(max_pixels: int = DEFAULT_MAX_PIXELS, demo: WebDemo | None = None)
         gr.Markdown(
             "# restorer\nImage restoration and super-resolution. Upload an image (drag and drop, paste "
             "or pick an example), choose a task and a model, and compare before and after with the "
-            "slider. The download is the full-precision PNG (16-bit and alpha kept)."
+            "slider. The download is the full-precision PNG (16-bit and alpha kept), or for compression "
+            "the .s2l file, which `restorer decompress` reads."
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):

@@ -75,6 +75,12 @@ def component(app: gr.Blocks, elem_id: str):
     return next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == elem_id)
 
 
+def slider_images(slider: gr.ImageSlider) -> tuple[rio.LoadedImage, rio.LoadedImage]:
+    """The (before, after) images of an ImageSlider returned by a handler (Gradio's FileData pair)."""
+    before, after = slider.value
+    return rio.read_image(before["path"]), rio.read_image(after["path"])
+
+
 def choice_values(dropdown: gr.Dropdown) -> list[str]:
     return [value for _, value in dropdown.choices]
 
@@ -199,15 +205,83 @@ def test_task_without_weights_lists_no_model_and_says_what_is_missing(tiny_zoo):
     assert rw.missing_weights_message(entry) in note
 
 
-def test_codec_tasks_are_listed_but_not_faked(tiny_zoo, monkeypatch):
-    codec = tasks.TaskSpec("compress", "codec", 1, "Learned image compression", ())
-    monkeypatch.setattr(tasks, "TASKS", {**tasks.TASKS, "compress": codec})
-    assert "codec" not in webapp.RUNNERS
+def test_medical_tasks_are_listed_as_command_line_only(tiny_zoo):
     labels = dict((value, label) for label, value in webapp.task_choices())
-    assert "not in the web demo yet" in labels["compress"]
-    assert "not in the web demo yet" not in labels["sr_x2"]
-    with pytest.raises(gr.Error, match="cannot run 'codec' tasks such as compress yet"):
-        webapp.WebDemo().run(str(FACE), "compress")
+    assert "command line only" in labels["ct_denoise"]
+    assert "command line only" not in labels["sr_x2"] and "command line only" not in labels["compress"]
+    assert "restorer infer --task ct_denoise" in webapp.task_note("ct_denoise")
+    with pytest.raises(gr.Error, match="DICOM and NIfTI .*restorer infer --task ct_denoise"):
+        webapp.WebDemo().run(str(FACE), "ct_denoise")
+
+
+def test_compress_over_the_api_returns_the_image_decoded_from_the_file(served):
+    _, client = served
+    result = client.predict(handle_file(str(FACE)), "compress", "s2lic-small-q1", api_name="/restore")
+    decoded, source = rio.read_image(result), rio.read_image(FACE)
+    assert (decoded.width, decoded.height) == (source.width, source.height)
+    assert 18 < psnr(decoded.pixels, source.pixels) < 60  # lossy, yet the same picture
+
+
+# ---------------------------------------------------------------------------------------------------
+# The compression view (bundled S2LIC weights, called directly)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _facts(markdown: str) -> dict[str, str]:
+    return {
+        line.split(":**")[0].removeprefix("**"): line.split(":**", 1)[1].strip()
+        for line in markdown.split("  \n")
+    }
+
+
+def test_compress_view_shows_rate_and_quality_of_the_real_file():
+    from restorer.codec.api import decompress_bytes, load_codec, read_header
+
+    demo = webapp.WebDemo()
+    assert webapp.model_choices("compress")[0][1] == "s2lic-small-q2"  # the CLI's default: best rate point
+    slider, download, markdown = demo.restore_ui(
+        str(FACE), "compress", "s2lic-small-q1", "auto", "cpu", "auto", None
+    )
+    coded = Path(download.value["path"])
+    data = coded.read_bytes()
+    assert coded.suffix == ".s2l" and download.label.startswith("Download ") and ".s2l" in download.label
+    assert read_header(data).variant == "s2lic-small-q1"
+
+    # The slider's right side is what the downloaded file decodes to, and its left side the original.
+    before, after = slider_images(slider)
+    assert slider.label == "Original | decoded from the file"
+    decoded = decompress_bytes(load_codec("s2lic-small-q1"), data)
+    assert np.array_equal(np.round(decoded * 255), np.round(after.pixels * 255))
+    original = rio.read_image(FACE)
+    assert np.array_equal(np.round(before.pixels * 255), np.round(original.pixels * 255))
+
+    facts = _facts(markdown)
+    assert float(facts["Bits per pixel"]) == pytest.approx(8 * len(data) / (96 * 96), abs=5e-4)
+    assert facts["File size"].startswith(f"{len(data)} bytes")
+    expected_psnr = psnr(np.round(after.pixels * 255) / 255, np.round(original.pixels * 255) / 255)
+    assert float(facts["PSNR"].split()[0]) == pytest.approx(expected_psnr, abs=0.006)
+    assert facts["MS-SSIM"].startswith("n/a")  # 96 px: too small for five scales
+    assert "to encode" in facts["Time"] and "to decode" in facts["Time"]
+    demo.close()
+
+
+def test_compress_view_keeps_gray_and_says_alpha_is_not_coded(tmp_path):
+    from skimage import data as skdata
+
+    gray = tmp_path / "camera.png"
+    rio.write_image(gray, skdata.camera()[:200, :200, None] / 255.0)
+    demo = webapp.WebDemo()
+    slider, download, markdown = demo.restore_ui(str(gray), "compress", "", "auto", "cpu", "auto", None)
+    _, after = slider_images(slider)
+    assert after.is_gray and (after.width, after.height) == (200, 200)
+    facts = _facts(markdown)
+    assert 0 < float(facts["MS-SSIM"]) <= 1  # 200 px: measured
+    assert "s2lic-small-q2" in facts["Model"]  # no model chosen: the default
+    assert "alpha" not in markdown
+
+    *_, markdown = demo.restore_ui(str(CUP_ALPHA), "compress", "s2lic-small-q1", "auto", "cpu", "auto", None)
+    assert "alpha is not coded" in markdown
+    demo.close()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,10 +291,9 @@ def test_codec_tasks_are_listed_but_not_faked(tiny_zoo, monkeypatch):
 
 def test_ui_result_slider_lines_up_and_download_is_full_precision(tiny_zoo):
     demo = webapp.WebDemo()
-    (before, after), download, facts = demo.restore_ui(
-        str(CAT16), "sr_x2", "tiny-hat", "auto", "cpu", "auto", None
-    )
-    before_img, after_img = rio.read_image(before), rio.read_image(after)
+    slider, download, facts = demo.restore_ui(str(CAT16), "sr_x2", "tiny-hat", "auto", "cpu", "auto", None)
+    before_img, after_img = slider_images(slider)
+    assert slider.label == "Before (bicubic) | after"
     full = rio.read_image(download.value["path"])  # a DownloadButton holds Gradio's FileData
     assert (before_img.width, before_img.height) == (after_img.width, after_img.height) == (192, 160)
     assert (before_img.bit_depth, after_img.bit_depth, full.bit_depth) == (8, 8, 16)

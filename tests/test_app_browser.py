@@ -164,3 +164,28 @@ def test_example_with_alpha_runs_and_downloads_with_alpha(page, tmp_path):
     download_info.value.save_as(saved)
     result = rio.read_image(saved)
     assert (result.width, result.height, result.has_alpha) == (192, 144, True)
+
+
+def test_compression_shows_rate_and_quality_and_downloads_the_s2l_file(page, tmp_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    upload(page, FACE)
+    choose(page, "task", task_label("compress"))
+    choose(page, "model", re.compile(r"\(s2lic-small-q1\)"))
+    page.get_by_role("button", name="Restore").click()
+    info = page.locator("#result-info")
+    info.get_by_text("Bits per pixel").wait_for(timeout=RUN_TIMEOUT_MS)
+    text = info.inner_text()
+    assert "File size" in text and "PSNR" in text and "MS-SSIM" in text
+
+    with page.expect_download() as download_info:
+        page.locator("#download").click()
+    saved = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(saved)
+    assert saved.name == "astronaut_face_s2lic-small-q1.s2l"
+    bpp = float(re.search(r"Bits per pixel:\s*([0-9.]+)", text)[1])
+    assert bpp == pytest.approx(8 * saved.stat().st_size / (96 * 96), abs=5e-4)  # the rate is the file's
+    sizes = page.eval_on_selector_all(
+        "#result-slider img", "imgs => imgs.map((img) => [img.naturalWidth, img.naturalHeight])"
+    )
+    assert sizes[:2] == [[96, 96], [96, 96]]
+    page.screenshot(path=str(ARTIFACTS / "webapp_compression.png"))

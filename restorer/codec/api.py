@@ -396,21 +396,27 @@ class RDPoint:
 
     num_bytes: int
     bpp: float
-    estimated_bpp: float
+    estimated_bpp: float | None  # the model's own estimate; None where it was not computed
     psnr: float
     ms_ssim: float | None
 
 
-def rd_point(codec_or_model, image: np.ndarray, with_ms_ssim: bool = True) -> RDPoint:
-    """Code ``image`` and measure: bpp (file bytes over original pixels), the model's estimated bpp,
-    PSNR (RGB, 8-bit, the decoded PNG against the 8-bit original) and MS-SSIM (RGB; ``None`` when a side
-    is 160 px or less)."""
-    codec = _as_codec(codec_or_model)
-    data, reconstruction = compress_image(codec, image, return_reconstruction=True)
+def measure_rd(
+    image: np.ndarray,
+    data: bytes,
+    decoded: np.ndarray,
+    estimated_bpp: float | None = None,
+    with_ms_ssim: bool = True,
+) -> RDPoint:
+    """The RD point of ``image`` coded as the ``.s2l`` bytes ``data`` that decode to ``decoded``.
+
+    bpp is the file's bytes over the original pixels; PSNR is RGB on 8-bit (the decoded PNG against the
+    8-bit original); MS-SSIM is RGB, ``None`` when a side is 160 px or less (too small for its five scales).
+    """
     rgb, channels = _to_rgb_float(image)
     height, width = rgb.shape[:2]
     original8 = np.round(rgb[:, :, :channels] * 255.0).astype(np.uint8)
-    decoded8 = np.round(np.clip(reconstruction, 0, 1) * 255).astype(np.uint8)
+    decoded8 = np.round(np.clip(decoded, 0, 1) * 255).astype(np.uint8).reshape(original8.shape)
     quality_ms_ssim = None
     if with_ms_ssim and min(height, width) > 160:
         from restorer.metrics import ms_ssim
@@ -420,7 +426,16 @@ def rd_point(codec_or_model, image: np.ndarray, with_ms_ssim: bool = True) -> RD
     return RDPoint(
         num_bytes=len(data),
         bpp=bits_per_pixel(len(data), height, width),
-        estimated_bpp=estimated_bits(codec, image) / (height * width),
+        estimated_bpp=estimated_bpp,
         psnr=psnr(original8, decoded8),
         ms_ssim=quality_ms_ssim,
     )
+
+
+def rd_point(codec_or_model, image: np.ndarray, with_ms_ssim: bool = True) -> RDPoint:
+    """Code ``image`` and measure it (:func:`measure_rd`), with the model's estimated bpp."""
+    codec = _as_codec(codec_or_model)
+    data, reconstruction = compress_image(codec, image, return_reconstruction=True)
+    height, width = np.asarray(image).shape[:2]
+    estimated = estimated_bits(codec, image) / (height * width)
+    return measure_rd(image, data, reconstruction, estimated, with_ms_ssim)

@@ -153,7 +153,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             target = out_dir / (path.stem + SUFFIX)
             if target.resolve() == path.resolve():
                 raise UsageError(f"refusing to overwrite the input {path}")
-            rio._write_atomically(target, data)
+            rio.write_atomically(target, data)
             written += 1
             if not args.quiet:
                 bpp = bits_per_pixel(len(data), image.height, image.width)
