@@ -21,6 +21,9 @@ How a task's LR inputs are made is a per-task hook (:class:`Degradation`, :func:
 bicubic downscaling for the super-resolution tasks; scale-1 restoration tasks and codecs register
 their own, with their metric protocol. ``denoise`` (:data:`GAUSSIAN_NOISE_25`) adds Gaussian noise of
 sigma 25 (0-255 scale) seeded per image and is scored on RGB with no crop, as denoising papers do.
+``reflection_removal`` (:data:`SELF_REFLECTION`) reads real transmission / blended pairs where a set has
+them and otherwise blends each photo with its own 180-degree rotation; RGB, no crop, as the UHDRR and
+SIR2 papers score.
 """
 
 from __future__ import annotations
@@ -203,6 +206,40 @@ GAUSSIAN_NOISE_25 = Degradation(
 )
 
 
+def reflection_pair(gt_u8: np.ndarray, scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``(blended, gt)`` for a clean photo: the photo itself rotated by 180 degrees as the reflection, put
+    through the blur synthesis model (:func:`restorer.training.reflection.self_reflection_pair`), seeded
+    from the image's own pixels so every run tests the same blend. Both uint8 RGB."""
+    from restorer.training.reflection import self_reflection_pair
+
+    if scale != 1:
+        raise UsageError(f"Reflection removal is a scale-1 task, not x{scale}.")
+    gt = np.ascontiguousarray(gt_u8)
+    return self_reflection_pair(gt, seed=zlib.crc32(gt.tobytes()) ^ zlib.crc32(repr(gt.shape).encode()))
+
+
+def _reflection_layouts(scale: int) -> tuple[Layout, ...]:
+    # Real pairs first: UHDRR4K/8K's and SIR2's folder names, then the short T / M naming; clean photos
+    # (HR/ or a flat folder) get synthetic blends (stored in blended/ by `restorer datasets prepare`).
+    return (
+        Layout("transmission_layer + blended (UHDRR, SIR2)", "transmission_layer", "blended"),
+        Layout("T + M", "T", "M"),
+        Layout("HR + blended", "HR", "blended"),
+        Layout("flat folder of clean photos", ".", "blended"),
+    )
+
+
+SELF_REFLECTION = Degradation(
+    "self_reflection",
+    _reflection_layouts,
+    reflection_pair,
+    lambda stem, scale: (stem,),
+    y_channel=False,
+    crop_border=0,
+    inputs="blended with its own 180-degree rotation as the reflection (blur model), seeded per image",
+)
+
+
 def degradation_for(spec: TaskSpec) -> Degradation:
     """The test degradation of a task: registered, else bicubic for image tasks with scale > 1."""
     if spec.name in DEGRADATIONS:
@@ -216,6 +253,7 @@ def degradation_for(spec: TaskSpec) -> Degradation:
 
 
 register_degradation("denoise", GAUSSIAN_NOISE_25)
+register_degradation("reflection_removal", SELF_REFLECTION)
 
 
 def _benchmark_tasks() -> list[str]:
@@ -357,6 +395,11 @@ def prepare(
             stored if stored is not None and stored.suffix.lower() == ".png" else lr_dir / f"{hr.stem}.png"
         )
         lq, _ = degradation.make_pair(_read_rgb_u8(hr), scale)
+        if lq.dtype != np.uint8:
+            raise UsageError(
+                f"The {degradation.name} inputs are not 8-bit images (the protocol keeps them unrounded), "
+                "so they are not stored; benchmarks make them in memory."
+            )
         rio.write_image(target, lq.astype(np.float32) / 255.0, protect=hr_images)
         written.append(target)
     return discover(root, scale, degradation), written
@@ -633,6 +676,29 @@ def evaluate(
     return result
 
 
+INPUT_ROW = "input (untouched)"
+"""The row of scale-1 reports that scores the degraded input itself against the ground truth: the bar a
+restoration model has to clear (noisy vs clean, blended vs transmission)."""
+
+
+def score_inputs(samples: Iterable[Sample], metrics: Sequence[MetricSpec]) -> dict[str, Any]:
+    """Scale-1 tasks: the metrics of each input (rounded to uint8 like an output) against its GT.
+
+    Returns ``{metric: mean, ..., "images": {stem: {metric: value}}}``.
+    """
+    images: dict[str, dict[str, float]] = {}
+    for sample in samples:
+        if sample.gt is None:
+            continue
+        lq_u8 = rmetrics.to_uint8(sample.lq)
+        images[sample.stem] = {spec.name: spec(lq_u8, sample.gt, "cpu") for spec in metrics}
+    summary: dict[str, Any] = {
+        spec.name: float(np.mean([scores[spec.name] for scores in images.values()])) for spec in metrics
+    }
+    summary["images"] = images
+    return summary
+
+
 def _gt_for_output(sample: Sample, out_shape: tuple[int, ...], scale: int) -> np.ndarray:
     gt = sample.gt
     out_h, out_w = out_shape[:2]
@@ -852,6 +918,7 @@ def run_benchmark(
     """Evaluate each model on each test set; returns the results in the JSON schema::
 
     {"task", "scale", "memory_measure", "test_sets": {set: {"path", "layout", "lr", "images"}},
+     ["input": {set: {metric, ..., "images": {stem: {metric}}}}]  (scale-1 tasks: the untouched input)
      "models": {name: {"display_name", "weights", "params_m",
                        "datasets": {set: {"psnr_y", "ssim_y", ["psnr_rgb", "ssim_rgb"], ["lpips"],
                                           "sec_per_image", "peak_memory_mb",
@@ -932,6 +999,10 @@ def run_benchmark(
         },
         "models": {},
     }
+    if scale == 1:
+        results["input"] = {
+            ts.name: score_inputs(load_samples(ts.pairs, scale, degradation), metrics) for ts in test_sets
+        }
     for request, entry in entries:
         key = entry.model
         if names.count(entry.model) > 1 and request.weights:  # one model, several checkpoints
@@ -1000,7 +1071,8 @@ def _format_cell(summary: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 def table_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: model, params (M), one PSNR/SSIM cell per test set (and per extra metric
-    group), seconds per image over all sets, peak memory over all sets."""
+    group), seconds per image over all sets, peak memory over all sets; scale-1 tasks end with the
+    untouched input's row (:data:`INPUT_ROW`)."""
     set_names = list(results["test_sets"])
     groups = _cell_groups(results)
     header = ["model", "params (M)"]
@@ -1017,6 +1089,11 @@ def table_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         row.append(f"{seconds / max(sum(counts), 1):.3f}")
         row.append(f"{max(model['datasets'][n]['peak_memory_mb'] for n in set_names):.0f}")
         rows.append(row)
+    if results.get("input"):
+        row = [INPUT_ROW, "-"]
+        for _, keys in groups:
+            row += [_format_cell(results["input"][name], keys) for name in set_names]
+        rows.append(row + ["-", "-"])
     return header, rows
 
 
@@ -1074,14 +1151,17 @@ def to_markdown(results: Mapping[str, Any]) -> str:
 
 def plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """A grouped bar chart PNG: PSNR and SSIM (Y, or RGB where the task's protocol says) per test set,
-    one bar per model."""
+    one bar per model (and a gray one for the untouched input of scale-1 tasks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     set_names = list(results["test_sets"])
-    model_names = list(results["models"])
+    series = {name: model["datasets"] for name, model in results["models"].items()}
+    if results.get("input"):
+        series[INPUT_ROW] = results["input"]
+    model_names = list(series)
     fig, axes = plt.subplots(
         1, 2, figsize=(max(6.0, 1.6 * len(set_names) * max(1, len(model_names)) / 2 + 4), 4)
     )
@@ -1096,9 +1176,12 @@ def plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     for ax, (metric, label) in zip(axes, panels):
         values_all = []
         for i, name in enumerate(model_names):
-            values = [results["models"][name]["datasets"][s][metric] for s in set_names]
+            values = [series[name][s][metric] for s in set_names]
             values_all += values
-            bars = ax.bar(x + (i - (len(model_names) - 1) / 2) * width, values, width, label=name)
+            colour = "lightgray" if name == INPUT_ROW else None
+            bars = ax.bar(
+                x + (i - (len(model_names) - 1) / 2) * width, values, width, label=name, color=colour
+            )
             # The axis does not start at 0 (differences are tenths of a dB), so print the values.
             ax.bar_label(
                 bars, fmt="%.2f" if metric.startswith("psnr") else "%.4f", fontsize="x-small", padding=2

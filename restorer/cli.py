@@ -255,19 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=cmd_benchmark)
 
-    datasets = sub.add_parser("datasets", help="prepare test sets (write their bicubic LR images)")
+    datasets = sub.add_parser("datasets", help="prepare test sets (write their LR or degraded inputs)")
     dsub = datasets.add_subparsers(
         dest="datasets_command", metavar="ACTION", parser_class=_Parser, required=True
     )
     dprep = dsub.add_parser(
         "prepare",
-        help="write the LR images a test set lacks (mod-crop + MATLAB bicubic, uint8 PNG)",
+        help="write the inputs a test set lacks (bicubic LR as uint8 PNG, or a task's: --task)",
         description="Finds each folder's layout (GTmodS/ -> LRbicxS/, HR/ -> LR_bicubic/XS/, flat -> "
         "LR_bicubic/XS/) and writes the missing LR images there, so benchmarks do not remake them.",
     )
     dprep.add_argument("folders", nargs="+", metavar="DIR", help="test set folders")
+    dprep.add_argument("-s", "--scale", type=int, action="append", help="downscaling factor; repeatable")
     dprep.add_argument(
-        "-s", "--scale", type=int, action="append", required=True, help="downscaling factor; repeatable"
+        "--task",
+        help="write the stored inputs of this task's benchmark instead of bicubic LR "
+        "(reflection_removal: synthetic blends in blended/)",
     )
     dprep.add_argument("--overwrite", action="store_true", help="rewrite LR images that already exist")
     dprep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -301,8 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="every variant's weight file: present or absent, and where it is published"
     )
     wlist.set_defaults(func=cmd_weights_list)
-    wdown = wsub.add_parser("download", help="download a model's official weights (needs a network)")
-    wdown.add_argument("model", help="model name, e.g. hat-s")
+    wdown = wsub.add_parser(
+        "download",
+        help="download a model's official weights, or a file models need (vgg19); needs a network",
+        description="Downloads into the project's weights/ folder (or --dir), checks the published hash, "
+        "and renames the file into place only when it matches. The only command that uses the network.",
+    )
+    wdown.add_argument(
+        "model", help="model name, e.g. hat-s; or vgg19 (torchvision's ImageNet VGG19, which RRFormer needs)"
+    )
     wdown.add_argument("--scale", type=int, help="one scale only (default: every scale)")
     wdown.add_argument("--dir", help="destination folder (default: the project's weights/)")
     wdown.set_defaults(func=cmd_weights_download)
@@ -494,20 +504,34 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_prepare(args: argparse.Namespace) -> int:
-    from restorer.benchmark import prepare
+    from restorer import tasks
+    from restorer.benchmark import BICUBIC, degradation_for, prepare
 
-    for scale in args.scale:
-        if scale < 2:
-            raise UsageError(f"--scale must be 2 or more, got {scale}.")
+    if args.task:
+        spec = tasks.get_task(args.task)
+        degradation = degradation_for(spec)
+        if args.scale and args.scale != [spec.scale]:
+            raise UsageError(f"--task {spec.name} is x{spec.scale}; drop --scale.")
+        scales = [spec.scale]
+    else:
+        degradation = BICUBIC
+        if not args.scale:
+            raise UsageError("Give --scale S (repeatable) for bicubic LR images, or --task TASK.")
+        for scale in args.scale:
+            if scale < 2:
+                raise UsageError(f"--scale must be 2 or more, got {scale}.")
+        scales = args.scale
     missing = [f for f in args.folders if not Path(f).is_dir()]
     if missing:
         raise UsageError(f"Dataset folder not found: {', '.join(missing)}")
     for folder in args.folders:
-        for scale in args.scale:
-            test_set, written = prepare(folder, scale, overwrite=args.overwrite, progress=not args.quiet)
+        for scale in scales:
+            test_set, written = prepare(
+                folder, scale, degradation, overwrite=args.overwrite, progress=not args.quiet
+            )
             kept = len(test_set.pairs) - len(written)
             print(
-                f"{test_set.name} x{scale} ({test_set.layout}): wrote {len(written)} LR image(s) to "
+                f"{test_set.name} x{scale} ({test_set.layout}): wrote {len(written)} input image(s) to "
                 f"{test_set.lr_dir}/" + (f", kept {kept} existing" if kept else "")
             )
     return 0
@@ -548,6 +572,11 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
         found = rw.find_weights(entry)
         state = f"present ({found})" if found else "absent"
         print(f"{entry.model:<22} x{entry.scale}  {entry.weight_file:<38} key={entry.param_key:<10} {state}")
+    print("\nFiles models need besides their own (`restorer weights download NAME`):")
+    for aux in rw.AUXILIARY_WEIGHTS.values():
+        found = rw.find_auxiliary(aux.name)
+        state = f"present ({found})" if found else "absent"
+        print(f"{aux.name:<22}     {aux.file:<38} {aux.size}, for {aux.used_by}; {state}")
     published = dict.fromkeys(e.published for e in zoo.ZOO.values())
     print("\nPublished on:")
     for where in published:
@@ -559,11 +588,19 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
     from restorer import weights as rw
     from restorer import zoo
 
+    if args.model.lower() in rw.AUXILIARY_WEIGHTS:
+        if args.scale is not None:
+            raise UsageError(f"{args.model} is not a model with scales; drop --scale.")
+        print(f"Saved {rw.download_auxiliary(args.model.lower(), args.dir)}")
+        return 0
     targets = [e for e in zoo.ZOO.values() if e.model == args.model.lower()]
     if args.scale is not None:
         targets = [_entry(args.model, args.scale)]
     if not targets:
-        raise UsageError(f"Unknown model '{args.model}'. Models: {', '.join(zoo.model_names())}.")
+        raise UsageError(
+            f"Unknown model '{args.model}'. Models: {', '.join(zoo.model_names())}; "
+            f"other files: {', '.join(rw.AUXILIARY_WEIGHTS)}."
+        )
     for entry in targets:
         path = rw.download(entry, args.dir)
         print(f"Saved {path}")
@@ -577,7 +614,11 @@ def cmd_weights_init(args: argparse.Namespace) -> int:
 
     entry = _entry(args.model, args.scale)
     torch.manual_seed(args.seed)
-    net = build_network(entry.network_options())
+    options = entry.network_options()
+    if "vgg_weights" in options and not options.get("vgg_in_checkpoint"):
+        # A frozen VGG19 kept outside the checkpoint: its values are never written, so none are needed.
+        options["vgg_weights"] = "random"
+    net = build_network(options)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Official checkpoints are BasicSR dicts (``{'params_ema': state_dict, 'params': ...}``), sometimes
 wrapped differently by other tools (``state_dict``, ``model``, ``module.`` prefixes). Everything
 is loaded without executing pickled code (``torch.load(weights_only=True)``) or from
-``.safetensors``. Nothing here touches the network except :func:`download`.
+``.safetensors``. Nothing here touches the network except :func:`download` and :func:`download_auxiliary`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import os
 import re
 import tempfile
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from restorer.errors import CheckpointError, WeightsNotFoundError
@@ -225,6 +227,75 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class AuxiliaryWeights:
+    """A published file that a model needs besides its own checkpoint (a frozen feature extractor).
+
+    ``sha256_prefix`` is what the publisher guarantees: torch.hub's file names end in the first hex
+    digits of the file's sha256, and ``torch.hub`` checks exactly that prefix.
+    """
+
+    name: str  # what `restorer weights download NAME` takes
+    file: str
+    url: str
+    sha256_prefix: str
+    size: str
+    used_by: str
+
+
+AUXILIARY_WEIGHTS: Mapping[str, AuxiliaryWeights] = MappingProxyType(
+    {
+        "vgg19": AuxiliaryWeights(
+            name="vgg19",
+            file="vgg19-dcbb9e9d.pth",
+            url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            sha256_prefix="dcbb9e9d",
+            size="548 MB",
+            used_by="RRFormer (hypercolumn input, VGG loss and discriminator features when training)",
+        )
+    }
+)
+"""Files some models need besides their checkpoints, by name (torchvision's ImageNet VGG19)."""
+
+
+def find_auxiliary(name: str) -> Path | None:
+    """The auxiliary file ``name`` (or its ``.safetensors`` / ``.pt`` twin) in :func:`weight_dirs`."""
+    aux = AUXILIARY_WEIGHTS[name]
+    stem = Path(aux.file).stem
+    for folder in weight_dirs():
+        for candidate in [aux.file] + [stem + s for s in WEIGHT_SUFFIXES if stem + s != aux.file]:
+            if (folder / candidate).is_file():
+                return folder / candidate
+    return None
+
+
+def _fetch(url: str, target: Path, check: Callable[[str], str | None], progress: bool) -> Path:
+    """Download ``url`` to a temporary file beside ``target``, let ``check(path)`` veto it (it returns
+    a reason), and rename it over ``target``. The temporary file never outlives the call."""
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            from tqdm import tqdm
+
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+        problem = check(tmp_name)
+        if problem:
+            raise CheckpointError(f"Downloaded {target.name} {problem}; the file was discarded.")
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        raise WeightsNotFoundError(f"Download of {url} failed: {exc}") from exc
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
+
+
 def download(entry: ZooEntry, dest_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Fetch ``entry``'s weights from its published URL, check sha256, and place them atomically."""
     if not entry.url:
@@ -233,32 +304,29 @@ def download(entry: ZooEntry, dest_dir: str | os.PathLike | None = None, progres
             f"on {entry.published}. Download '{entry.weight_file}' by hand and put it in "
             f"{PROJECT_WEIGHTS_DIR}/ (or pass --weights PATH)."
         )
-    folder = Path(dest_dir) if dest_dir else PROJECT_WEIGHTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / entry.weight_file
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.weight_file}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            from tqdm import tqdm
 
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=entry.weight_file, disable=not progress
-            ) as bar:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-        if entry.sha256:
-            actual = sha256_of(tmp_name)
-            if actual != entry.sha256:
-                raise CheckpointError(
-                    f"Downloaded {entry.weight_file} has sha256 {actual}, expected {entry.sha256}; "
-                    "the file was discarded."
-                )
-        os.replace(tmp_name, target)
-    except OSError as exc:
-        raise WeightsNotFoundError(f"Download of {entry.url} failed: {exc}") from exc
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return target
+    def check(path: str) -> str | None:
+        if not entry.sha256:
+            return None
+        actual = sha256_of(path)
+        return None if actual == entry.sha256 else f"has sha256 {actual}, expected {entry.sha256}"
+
+    folder = Path(dest_dir) if dest_dir else PROJECT_WEIGHTS_DIR
+    return _fetch(entry.url, folder / entry.weight_file, check, progress)
+
+
+def download_auxiliary(name: str, dest_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Fetch the auxiliary file ``name`` (:data:`AUXILIARY_WEIGHTS`), check its sha256 prefix, place it
+    atomically in ``dest_dir`` (default: the project's weights/)."""
+    aux = AUXILIARY_WEIGHTS[name]
+
+    def check(path: str) -> str | None:
+        actual = sha256_of(path)
+        return (
+            None
+            if actual.startswith(aux.sha256_prefix)
+            else f"has sha256 {actual}, not {aux.sha256_prefix}..."
+        )
+
+    folder = Path(dest_dir) if dest_dir else PROJECT_WEIGHTS_DIR
+    return _fetch(aux.url, folder / aux.file, check, progress)

@@ -260,3 +260,46 @@ def make_nifti():
         return data
 
     return make
+
+
+# ---------------------------------------------------------------------------------------------------
+# RRFormer: a tiny variant for the reflection_removal task (random VGG19: no download needed)
+# ---------------------------------------------------------------------------------------------------
+
+TINY_RRFORMER = {
+    "n_feats": 16,
+    "embed_dim": 24,
+    "img_size": 64,
+    "depths": [1],
+    "num_heads": [2],
+    "window_size": 8,
+    "hypercolumn_layers": ["relu1_1", "relu2_1"],
+    "pyramid_scales": [4, 8],
+    "vgg_weights": "random",
+}
+
+
+@pytest.fixture
+def tiny_rrformer_zoo(monkeypatch, tmp_path):
+    """Adds ``tiny-rrformer`` (reflection_removal) with random weights in a temporary weights folder."""
+    from restorer.archs import build_network
+
+    base = zoo.get_entry("rrformer", 1)
+    entry = dataclasses.replace(
+        base,
+        model="tiny-rrformer",
+        display_name="Tiny RRFormer",
+        network_g=zoo._freeze({**dict(base.network_options()), **TINY_RRFORMER}),
+        weight_file="tiny-rrformer.pth",
+        cpu_tile=64,
+        tile_overlap=16,
+        sha256=None,
+    )
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    net = build_network(entry.network_options())
+    torch.save({entry.param_key: net.state_dict()}, weights_dir / entry.weight_file)
+    monkeypatch.setattr(zoo, "ZOO", MappingProxyType({entry.key: entry, **zoo.ZOO}))
+    monkeypatch.setenv("RESTORER_WEIGHTS_DIR", str(weights_dir))
+    return entry

@@ -92,6 +92,12 @@ def test_denoise_benchmark_on_the_sample_set(tmp_path, tiny_rwkv_zoo, capsys):
         assert set(image_scores) == {"psnr_rgb", "ssim_rgb"}
         # An untrained network near the identity leaves about the noise's own PSNR (20.2 dB at sigma 25).
         assert 10 < image_scores["psnr_rgb"] < 40 and 0 < image_scores["ssim_rgb"] < 1
+    # The untouched input is scored too: sigma-25 noise alone is about 20.2 dB (a little more where
+    # rounding to 8 bits clips it on saturated pixels).
+    noisy = results["input"]["benchmark_sample"]
+    assert set(noisy["images"]) == set(scores["images"])
+    assert all(19.5 < s["psnr_rgb"] < 24 for s in noisy["images"].values())
     markdown = (out / "denoise.md").read_text()
+    assert "| input (untouched) | - |" in markdown
     assert "benchmark_sample PSNR/SSIM (RGB)" in markdown and "(Y)" not in markdown
     assert (out / "denoise.png").is_file()

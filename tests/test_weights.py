@@ -116,3 +116,56 @@ def test_download_without_direct_link_says_where_to_get_it():
 
     with pytest.raises(WeightsNotFoundError, match="drive.google.com"):
         rw.download(zoo.get_entry("hat", 4))
+
+
+def _fake_vgg19(tmp_path, monkeypatch, prefix_of=None):
+    """Registers a 'vgg19' published at a file:// URL; the prefix is the real file's unless overridden."""
+    source = tmp_path / "published" / "vgg19-dcbb9e9d.pth"
+    source.parent.mkdir()
+    torch.save({"features.0.weight": torch.randn(64, 3, 3, 3), "features.0.bias": torch.zeros(64)}, source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    aux = dataclasses.replace(
+        rw.AUXILIARY_WEIGHTS["vgg19"], url=source.as_uri(), sha256_prefix=prefix_of or digest[:8]
+    )
+    monkeypatch.setattr(rw, "AUXILIARY_WEIGHTS", {"vgg19": aux})
+    return source
+
+
+def test_weights_download_vgg19_checks_the_published_hash_prefix(tmp_path, monkeypatch, capsys):
+    from restorer.cli import main
+
+    assert rw.AUXILIARY_WEIGHTS["vgg19"].sha256_prefix == "dcbb9e9d"  # torchvision's file name says so
+    source = _fake_vgg19(tmp_path, monkeypatch)
+    dest = tmp_path / "weights"
+    assert main(["weights", "download", "vgg19", "--dir", str(dest)]) == 0
+    assert (dest / "vgg19-dcbb9e9d.pth").read_bytes() == source.read_bytes()
+    assert "Saved" in capsys.readouterr().out
+    monkeypatch.setenv("RESTORER_WEIGHTS_DIR", str(dest))
+    assert rw.find_auxiliary("vgg19") == dest / "vgg19-dcbb9e9d.pth"
+
+    (tmp_path / "again").mkdir()
+    _fake_vgg19(tmp_path / "again", monkeypatch, prefix_of="00000000")
+    other = tmp_path / "other"
+    assert main(["weights", "download", "vgg19", "--dir", str(other)]) == 1
+    assert "not 00000000" in capsys.readouterr().err
+    assert list(other.iterdir()) == []  # nothing partial left
+    assert main(["weights", "download", "vgg19", "--scale", "2"]) == 2
+
+
+def test_weights_list_names_the_auxiliary_files(capsys):
+    from restorer.cli import main
+
+    assert main(["weights", "list"]) == 0
+    assert "vgg19-dcbb9e9d.pth" in capsys.readouterr().out
+
+
+def test_weights_init_rrformer_needs_no_vgg19_file(tmp_path, monkeypatch):
+    from restorer import zoo
+    from restorer.cli import main
+
+    monkeypatch.setattr(rw, "weight_dirs", lambda: [tmp_path / "empty"])  # no VGG19 anywhere
+    out = tmp_path / "rrformer_random.pth"
+    assert main(["weights", "init", "rrformer", "--scale", "1", "-o", str(out)]) == 0
+    options = {**zoo.get_entry("rrformer", 1).network_options(), "vgg_weights": "random"}
+    state = rw.unwrap_state_dict(rw.read_checkpoint(out), "params")
+    build_network(options).load_state_dict(state, strict=True)

@@ -98,6 +98,7 @@ from restorer.archs.layers import (
     shifted_window_region_masks,
 )
 from restorer.errors import CheckpointError, WeightsNotFoundError
+from restorer.weights import AUXILIARY_WEIGHTS, find_auxiliary
 
 ensure_basicsr_importable()
 
@@ -117,10 +118,9 @@ __all__ = [
 ]
 
 #: torchvision's ImageNet VGG19 (``VGG19_Weights.IMAGENET1K_V1``): the file ``vgg19(pretrained=True)``
-#: fetches in the public code. ``dcbb9e9d`` is the first 8 hex digits of its sha256 (torch.hub's rule).
-VGG19_FILE = "vgg19-dcbb9e9d.pth"
-VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
-VGG19_SHA256_PREFIX = "dcbb9e9d"
+#: fetches in the public code; ``restorer weights download vgg19`` fetches it (restorer.weights' registry).
+VGG19_FILE = AUXILIARY_WEIGHTS["vgg19"].file
+VGG19_URL = AUXILIARY_WEIGHTS["vgg19"].url
 
 #: The public hypercolumn: the first ReLU of every VGG19 block (ERRNet's indices 2, 7, 12, 21, 30).
 HYPERCOLUMN_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -181,21 +181,15 @@ VGG19_LAYERS = _vgg19_layer_table()
 
 def find_vgg19_weights() -> Path | None:
     """``vgg19-dcbb9e9d.pth`` (or ``.safetensors``) in the weights folders of :mod:`restorer.weights`."""
-    from restorer.weights import WEIGHT_SUFFIXES, weight_dirs
-
-    stem = Path(VGG19_FILE).stem
-    for folder in weight_dirs():
-        for name in [VGG19_FILE] + [stem + s for s in WEIGHT_SUFFIXES if stem + s != VGG19_FILE]:
-            if (folder / name).is_file():
-                return folder / name
-    return None
+    return find_auxiliary("vgg19")
 
 
 def missing_vgg19_message() -> str:
     from restorer.weights import PROJECT_WEIGHTS_DIR, weight_dirs
 
     return (
-        f"RRFormer needs torchvision's ImageNet VGG19 weights, '{VGG19_FILE}' (548 MB), and it is in none "
+        f"RRFormer needs torchvision's ImageNet VGG19 weights, '{VGG19_FILE}' "
+        f"({AUXILIARY_WEIGHTS['vgg19'].size}), and it is in none "
         f"of {', '.join(str(d) for d in weight_dirs())}. Run `restorer weights download vgg19` (the only "
         f"command that uses the network; it fetches {VGG19_URL}), or download that file yourself and put "
         f"it in {PROJECT_WEIGHTS_DIR}/ (or a folder named by RESTORER_WEIGHTS_DIR)."
