@@ -37,6 +37,7 @@ import numpy as np
 from skimage.restoration import denoise_nl_means, denoise_wavelet
 
 from restorer.errors import UsageError
+from restorer.metrics import psnr_all_channels
 
 __all__ = [
     "METHODS",
@@ -45,7 +46,6 @@ __all__ = [
     "best_classical_denoise",
     "nlm_opencv",
     "nlm_skimage",
-    "psnr",
     "tune",
     "tuned_parameters",
     "wavelet_skimage",
@@ -59,12 +59,6 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] not in (1, 3):
         raise UsageError(f"expected an H x W, H x W x 1 or H x W x 3 image, got shape {image.shape}")
     return image
-
-
-def psnr(output: np.ndarray, target: np.ndarray) -> float:
-    """PSNR in dB of [0, 1] images (output clipped to [0, 1]), whole image, all channels."""
-    mse = float(np.mean((np.clip(output, 0.0, 1.0).astype(np.float64) - np.asarray(target, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def nlm_opencv(
@@ -260,7 +254,7 @@ def best_classical_denoise(
     for name in names:
         params = entry[name]["params"]
         output = METHODS[name](image, sigma, **params)
-        score = psnr(output, _as_hwc(clean)) if clean is not None else None
+        score = psnr_all_channels(output, _as_hwc(clean), clip_output=True) if clean is not None else None
         results.append(BaselineResult(output, name, dict(params), score))
     return max(results, key=lambda r: r.psnr if r.psnr is not None else 0.0)
 
@@ -306,7 +300,14 @@ def tune(clean_images: Sequence[np.ndarray], sigma: float, seed: int = 0) -> dic
         best_params, best_score = None, -math.inf
         for values in itertools.product(*grid.values()):
             params = dict(zip(grid, values))
-            score = float(np.mean([psnr(method(n, sigma, **params), c) for n, c in zip(noisy, clean_images)]))
+            score = float(
+                np.mean(
+                    [
+                        psnr_all_channels(method(n, sigma, **params), c, clip_output=True)
+                        for n, c in zip(noisy, clean_images)
+                    ]
+                )
+            )
             if score > best_score:
                 best_params, best_score = params, score
         entry[name] = {"params": best_params, "psnr": round(best_score, 3)}

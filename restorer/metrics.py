@@ -41,6 +41,24 @@ def _bgr(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
+def psnr_all_channels(output: np.ndarray, target: np.ndarray, clip_output: bool = False) -> float:
+    """PSNR (dB) over every pixel and channel: no crop, no colour conversion, no rounding.
+
+    uint8 images have peak 255, float images peak 1 (``[0, 1]``). ``clip_output`` clips ``output`` to
+    that range first (a float restoration may overshoot it); the target is taken as it is. ``inf`` when
+    identical. For the SR papers' protocol (Y channel, crop, uint8 rounding) use :func:`psnr`.
+    """
+    a, b = np.asarray(output), np.asarray(target)
+    if a.shape != b.shape:
+        raise RestorerError(f"PSNR needs images of equal shape, got {a.shape} and {b.shape}.")
+    peak = 255.0 if a.dtype == np.uint8 else 1.0
+    a = a.astype(np.float64)
+    if clip_output:
+        a = np.clip(a, 0.0, peak)
+    mse = float(np.mean((a - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(peak**2 / mse))
+
+
 def psnr(output_rgb: np.ndarray, target_rgb: np.ndarray, crop_border: int, y_channel: bool = True) -> float:
     """BasicSR ``calculate_psnr`` on uint8 RGB (or gray) arrays of equal shape."""
     ensure_basicsr_importable()

@@ -41,7 +41,7 @@ __all__ = [
     "decompress_bytes",
     "estimated_bits",
     "load_codec",
-    "psnr",
+    "measure_rd",
     "rd_point",
     "read_header",
     "resolve_codec_entry",
@@ -362,19 +362,6 @@ def bits_per_pixel(num_bytes: int, height: int, width: int) -> float:
     return 8.0 * num_bytes / (height * width)
 
 
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB over all channels of two images in the same range (uint8: 255; float: 1).
-
-    Float images are compared as they are; ``inf`` when identical.
-    """
-    a, b = np.asarray(reference), np.asarray(test)
-    if a.shape != b.shape:
-        raise UsageError(f"PSNR needs images of equal shape, got {a.shape} and {b.shape}.")
-    peak = 255.0 if a.dtype == np.uint8 else 1.0
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
-
-
 def estimated_bits(codec_or_model, image: np.ndarray, table_scales: bool = False) -> float:
     """The model's rate estimate, ``-sum(log2 likelihoods)`` of y and z in eval mode, in bits (for the
     padded image, as coded).
@@ -417,6 +404,8 @@ def measure_rd(
     height, width = rgb.shape[:2]
     original8 = np.round(rgb[:, :, :channels] * 255.0).astype(np.uint8)
     decoded8 = np.round(np.clip(decoded, 0, 1) * 255).astype(np.uint8).reshape(original8.shape)
+    from restorer.metrics import psnr_all_channels
+
     quality_ms_ssim = None
     if with_ms_ssim and min(height, width) > 160:
         from restorer.metrics import ms_ssim
@@ -427,7 +416,7 @@ def measure_rd(
         num_bytes=len(data),
         bpp=bits_per_pixel(len(data), height, width),
         estimated_bpp=estimated_bpp,
-        psnr=psnr(original8, decoded8),
+        psnr=psnr_all_channels(decoded8, original8),
         ms_ssim=quality_ms_ssim,
     )
 

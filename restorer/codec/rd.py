@@ -61,14 +61,14 @@ PROTOCOL = (
 
 def _quality(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float | None]:
     """RGB PSNR and MS-SSIM (None when a side is below 161 px) of two HxWx3 uint8 images."""
-    from restorer.codec.api import psnr
+    from restorer.metrics import psnr_all_channels
 
     score = None
     if min(original.shape[:2]) >= MS_SSIM_MIN_SIDE:
         from restorer.metrics import ms_ssim
 
         score = float(ms_ssim(original, decoded))
-    return psnr(original, decoded), score
+    return psnr_all_channels(decoded, original), score
 
 
 def pillow_point(image_u8: np.ndarray, fmt: str, quality: int) -> dict[str, Any]:
