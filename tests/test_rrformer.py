@@ -214,6 +214,28 @@ def test_swin_residual_is_applied_and_trains():
         assert not torch.allclose(model.eval()(x), public.eval()(x))
 
 
+def test_global_residual_starts_at_the_input_and_learns_a_correction():
+    x = photo(40, 48)  # even, not a multiple of anything: padded and cropped back
+    model = tiny(global_residual=True).train()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), x)  # zero-initialised correction: the untouched input
+    public = tiny()
+    assert public.state_dict().keys() == model.state_dict().keys()  # same checkpoint layout
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    target = (x * 0.8).detach()
+    losses = []
+    for _ in range(3):
+        optimiser.zero_grad()
+        loss = (model(x) - target).abs().mean()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]  # the correction moves away from the identity
+    with pytest.raises(ValueError, match="in_chans == out_chans"):
+        RRFormer(**{**TINY, "out_chans": 1, "global_residual": True})
+
+
 # ------------------------------------------------------------------------------------------------
 # VGG19 weights
 # ------------------------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ Deviations from the public code (each deliberate):
 * ``swinir_block.conv_last`` (240 -> 3, SwinIR's denoising head) is kept for the state-dict layout and,
   as in the public code, never used; its parameters are frozen (``requires_grad=False``) so optimisers
   skip them and DistributedDataParallel does not wait for their gradients.
+* ``global_residual`` (off by default; on in the bundled CPU default) predicts the transmission layer as
+  a correction of the input, ``relu(x + deconv3.conv2d(features))``. The parameters are the same.
 * Widths, depths and hypercolumn layers are constructor options (the public code hard-codes 240 Swin
   channels and the five relu*_1 layers); the defaults are the public configuration. ``vgg_in_checkpoint``
   (off by default) can store a variant's own frozen VGG19 in its state dict. The unused ``EdgeMap`` of
@@ -650,6 +652,11 @@ class RRFormer(nn.Module):
             carries it (``vgg.features.<i>.*``); for variants whose VGG is not torchvision's (the public
             layout has no VGG keys: ``False``).
         swin_residual: apply the Swin block's residual (``False``: the public code's identity block).
+        global_residual: predict ``T = relu(x + deconv3.conv2d(features))``, a correction of the input,
+            with that convolution zero-initialised so that a new network returns its input (``False``,
+            the public network: ``T = deconv3(features)``). Same parameters either way; needs
+            ``in_chans == out_chans``. The bundled CPU default uses it: a short run from scratch that must
+            learn the identity first loses to the untouched input.
         use_checkpoint: gradient checkpointing of the RSTBs in training.
 
     Shapes: ``(B, in_chans, H, W)`` in ``[0, 1]``, any ``H, W >= 1`` -> ``(B, out_chans, H, W)``, ``>= 0``.
@@ -681,9 +688,13 @@ class RRFormer(nn.Module):
         vgg_seed: int = 0,
         vgg_in_checkpoint: bool = False,
         swin_residual: bool = True,
+        global_residual: bool = False,
         use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
+        if global_residual and in_chans != out_chans:
+            raise ValueError(f"global_residual needs in_chans == out_chans, got {in_chans} and {out_chans}")
+        self.global_residual = bool(global_residual)
         unknown = [name for name in hypercolumn_layers if name not in VGG19_LAYERS]
         if unknown:
             raise ValueError(
@@ -729,6 +740,9 @@ class RRFormer(nn.Module):
             else None
         )
         self.deconv3 = conv_layer(nn.Conv2d, n_feats, out_chans, kernel_size=1)
+        if self.global_residual:
+            nn.init.zeros_(self.deconv3.conv2d.weight)
+            nn.init.zeros_(self.deconv3.conv2d.bias)
 
         vgg = None
         if self.hypercolumn_layers or self.vgg_in_checkpoint:
@@ -800,4 +814,6 @@ class RRFormer(nn.Module):
         feats = self.deconv2(self.deconv1(self.swinir_block(feats)))
         if self.pyramid_module is not None:
             feats = self.pyramid_module(feats)
+        if self.global_residual:
+            return crop_to(F.relu(x + self.deconv3.conv2d(feats)), h, w)
         return crop_to(self.deconv3(feats), h, w)
