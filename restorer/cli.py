@@ -623,9 +623,14 @@ def cmd_weights_init(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from restorer import weights as rw
 
-        save_file(state, str(out))
+        metadata = {
+            "format": "pt",
+            "model": entry.model,
+            "weights": f"random init, seed {args.seed}, for testing",
+        }
+        rw.save_safetensors(state, out, metadata)
     else:
         torch.save({entry.param_key: state}, str(out))
     print(

@@ -88,6 +88,39 @@ def require_weights(entry: ZooEntry, explicit: str | os.PathLike | None = None) 
     return found
 
 
+def save_safetensors(
+    tensors: Mapping[str, Any], target: str | os.PathLike, metadata: Mapping[str, str]
+) -> Path:
+    """Write ``tensors`` (contiguous CPU tensors) as a ``.safetensors`` file with ``metadata``, atomically
+    (a temporary file beside it, renamed into place) and world-readable; returns the path."""
+    from safetensors.torch import save_file
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        save_file(dict(tensors), tmp_name, metadata=dict(metadata))
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
+
+
+def training_iteration(checkpoint: str | os.PathLike) -> str:
+    """The iteration a BasicSR checkpoint (``models/net_g_<N>.pth``) was saved at; for ``net_g_latest``
+    the newest ``training_states/<N>.state`` of the same run, when there is one."""
+    checkpoint = Path(checkpoint)
+    iteration = checkpoint.stem.rsplit("_", 1)[-1]
+    states = checkpoint.parent.parent / "training_states"
+    if iteration == "latest" and states.is_dir():
+        done = sorted(int(p.stem) for p in states.glob("*.state") if p.stem.isdigit())
+        iteration = str(done[-1]) if done else iteration
+    return iteration
+
+
 def read_checkpoint(path: str | os.PathLike) -> Mapping[str, Any]:
     """Read a checkpoint file without executing code: ``.safetensors`` or a weights-only pickle."""
     path = Path(path)

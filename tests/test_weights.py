@@ -169,3 +169,29 @@ def test_weights_init_rrformer_needs_no_vgg19_file(tmp_path, monkeypatch):
     options = {**zoo.get_entry("rrformer", 1).network_options(), "vgg_weights": "random"}
     state = rw.unwrap_state_dict(rw.read_checkpoint(out), "params")
     build_network(options).load_state_dict(state, strict=True)
+
+
+def test_save_safetensors_is_atomic_and_keeps_metadata(tmp_path):
+    from safetensors import safe_open
+
+    target = tmp_path / "out" / "model.safetensors"
+    rw.save_safetensors({"w": torch.ones(2, 3)}, target, {"recipe": "options/train/x.yml", "iterations": "7"})
+    with safe_open(str(target), "pt") as handle:
+        assert handle.metadata()["iterations"] == "7" and torch.equal(
+            handle.get_tensor("w"), torch.ones(2, 3)
+        )
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    with pytest.raises(ValueError):  # not a tensor: the old file stays, and no temporary file is left
+        rw.save_safetensors({"w": "not a tensor"}, target, {})
+    assert [p.name for p in target.parent.iterdir()] == ["model.safetensors"]
+
+
+def test_training_iteration_reads_the_name_or_the_newest_state(tmp_path):
+    models, states = tmp_path / "run" / "models", tmp_path / "run" / "training_states"
+    models.mkdir(parents=True)
+    states.mkdir()
+    assert rw.training_iteration(models / "net_g_1500.pth") == "1500"
+    assert rw.training_iteration(models / "net_g_latest.pth") == "latest"
+    for n in (500, 3000, 1000):
+        (states / f"{n}.state").write_bytes(b"")
+    assert rw.training_iteration(models / "net_g_latest.pth") == "3000"

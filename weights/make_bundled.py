@@ -5,7 +5,8 @@ Run from the repository root after the recipe it names, for example::
     python datasets/make_training_set.py
     restorer train -opt options/train/bundled_CRAFT_SRx2_cpu.yml
     python weights/make_bundled.py --scale 2
-    python weights/make_bundled.py --denoise     # after bundled_RestoreRWKV_denoise_sigma25_cpu.yml
+    python weights/make_bundled.py --denoise     # after bundled_RestoreRWKV_denoise_sigma25_cpu{,_stage2}.yml
+    python weights/make_bundled.py --reflection  # after bundled_RRFormer_cpu.yml
 
 It reads the run's EMA weights (``params_ema``), loads them strictly into the zoo's
 ``craft-bundled`` network, writes ``weights/<weight_file>`` (safetensors, tensors only, with the
@@ -13,7 +14,8 @@ recipe and iteration in the metadata), prints the file's sha256 for the zoo, and
 validation table of ``weights/README.md``: Y-PSNR / SSIM (BT.601, crop = scale, outputs rounded to
 uint8, BasicSR's functions) of the model and of MATLAB-bicubic upscaling on the held-out photos,
 whose LR inputs are made the same way as in training (mod-crop, MATLAB bicubic, uint8). For the
-denoiser (``--denoise``) the baseline is the tuned classical denoiser of ``restorer.baselines``.
+denoiser (``--denoise``) the baseline is the tuned classical denoiser of ``restorer.baselines``; for
+reflection removal (``--reflection``) it is the untouched blended input, on held-out synthetic pairs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "craft-bundled"
 DENOISE_MODEL = "restore-rwkv-light"
+REFLECTION_MODEL = "rrformer-bundled"
 
 
 def evaluate(scale: int, val_dir: Path, weights_file: Path | None = None) -> list[dict]:
@@ -79,8 +82,6 @@ def markdown_table(scale: int, rows: list[dict]) -> str:
 
 def export(task: str, model: str, recipe: str, checkpoint: Path, out_dir: Path) -> Path:
     """Write the run's EMA weights as the zoo's safetensors file; returns its path."""
-    from safetensors.torch import save_file
-
     from restorer import weights as rw
     from restorer.archs import build_network
     from restorer.tasks import resolve
@@ -91,27 +92,16 @@ def export(task: str, model: str, recipe: str, checkpoint: Path, out_dir: Path) 
     network = build_network(entry.network_options())
     network.load_state_dict(state, strict=True)  # the exported file must load strictly
     tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in network.state_dict().items()}
-    state_file = checkpoint.parent.parent / "training_states"
-    iterations = checkpoint.stem.rsplit("_", 1)[-1]
-    if iterations == "latest" and state_file.is_dir():
-        done = sorted(int(p.stem) for p in state_file.glob("*.state") if p.stem.isdigit())
-        iterations = str(done[-1]) if done else iterations
     metadata = {
         "format": "pt",
         "model": entry.model,
         "arch": entry.arch,
         "task": task,
         "recipe": recipe,
-        "iterations": iterations,
+        "iterations": rw.training_iteration(checkpoint),
         "weights": "EMA (params_ema)",
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / entry.weight_file
-    tmp = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.chmod(0o644)
-    tmp.replace(target)
-    return target
+    return rw.save_safetensors(tensors, out_dir / entry.weight_file, metadata)
 
 
 DENOISE_SIGMA = 25
@@ -122,11 +112,12 @@ def evaluate_denoise(val_dir: Path, weights_file: Path | None = None) -> list[di
 
     Noise: white Gaussian, sigma 25 on the 0-255 scale, float and unclipped (as the baselines were
     tuned and the recipe validates), fixed per image (seed ``[0, index]``); gray = BT.601 luma with
-    gray noise. PSNR over all channels on [0, 1] floats (``restorer.baselines.psnr``).
+    gray noise. PSNR over all channels on [0, 1] floats, outputs clipped (``psnr_all_channels``).
     """
     from restorer import baselines
     from restorer import io as rio
     from restorer.engine.runner import build_restorer
+    from restorer.metrics import psnr_all_channels
     from restorer.tasks import resolve
     from restorer.training.degradations import gaussian_noise
 
@@ -144,9 +135,9 @@ def evaluate_denoise(val_dir: Path, weights_file: Path | None = None) -> list[di
                     "image": path.stem,
                     "mode": mode,
                     "size": f"{clean.shape[1]}x{clean.shape[0]}",
-                    "noisy_psnr": baselines.psnr(noisy, clean),
-                    "model_psnr": baselines.psnr(restored, clean),
-                    "classical_psnr": baselines.psnr(classical.image, clean),
+                    "noisy_psnr": psnr_all_channels(noisy, clean, clip_output=True),
+                    "model_psnr": psnr_all_channels(restored, clean, clip_output=True),
+                    "classical_psnr": psnr_all_channels(classical.image, clean, clip_output=True),
                     "classical_method": classical.method,
                 }
             )
@@ -176,11 +167,64 @@ def denoise_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def evaluate_reflection(val_dir: Path, weights_file: Path | None = None) -> list[dict]:
+    """Per-pair RGB PSNR / SSIM (uint8, crop 0) of the model and of the untouched blended input against
+    the transmission layer, on the recipe's validation pairs: 4 fixed synthetic pairs per held-out photo
+    (mixed blur / vignette synthesis, seed 0, reflections from the other held-out photo), whole images."""
+    from torch.utils.data import Subset
+
+    from restorer.engine.runner import build_restorer
+    from restorer.tasks import resolve
+    from restorer.training.reflection import SyntheticReflectionDataset, evaluate_against_input
+
+    restorer = build_restorer(
+        resolve("reflection_removal", REFLECTION_MODEL), weights=weights_file, device="cpu", tile=0
+    )
+    options = {"dataroot_gt": str(val_dir), "phase": "val", "synthesis": "mixed", "pairs_per_image": 4}
+    dataset = SyntheticReflectionDataset({**options, "seed": 0})
+    rows = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        scores = evaluate_against_input(restorer.run_tensor, Subset(dataset, [index]))
+        rows.append(
+            {
+                "image": Path(sample["gt_path"]).stem,
+                "pair": index % dataset.pairs_per_image,
+                "size": f"{sample['gt'].shape[-1]}x{sample['gt'].shape[-2]}",
+                **{k: v for k, v in scores.items() if k != "pairs"},
+            }
+        )
+    return rows
+
+
+def reflection_table(rows: list[dict]) -> str:
+    lines = [
+        "| image | pair | size | input PSNR / SSIM | model PSNR / SSIM | gain (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['image']} | {r['pair']} | {r['size']} | {r['psnr_input']:.2f} / {r['ssim_input']:.4f} | "
+            f"{r['psnr_output']:.2f} / {r['ssim_output']:.4f} | {r['psnr_output'] - r['psnr_input']:+.2f} |"
+        )
+    mean = {
+        k: float(np.mean([r[k] for r in rows]))
+        for k in ("psnr_input", "psnr_output", "ssim_input", "ssim_output")
+    }
+    lines.append(
+        f"| **mean** | | | {mean['psnr_input']:.2f} / {mean['ssim_input']:.4f} | "
+        f"{mean['psnr_output']:.2f} / {mean['ssim_output']:.4f} | "
+        f"{mean['psnr_output'] - mean['psnr_input']:+.2f} |"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--scale", type=int, choices=(2, 3, 4), help="the craft-bundled sr_xS model")
     which.add_argument("--denoise", action="store_true", help="the restore-rwkv-light denoise model")
+    which.add_argument("--reflection", action="store_true", help="the rrformer-bundled reflection model")
     parser.add_argument("--checkpoint", type=Path, help="default: the recipe's net_g_latest.pth")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "weights")
     parser.add_argument("--val-dir", type=Path, default=ROOT / "datasets" / "skimage_sr" / "val")
@@ -191,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     from restorer import weights as rw
     from restorer.tasks import resolve
 
-    if args.denoise:
-        task, model, run = "denoise", DENOISE_MODEL, "bundled_RestoreRWKV_denoise_sigma25_cpu"
+    if args.denoise:  # stage 2 fine-tunes stage 1 (bundled_RestoreRWKV_denoise_sigma25_cpu.yml)
+        task, model, run = "denoise", DENOISE_MODEL, "bundled_RestoreRWKV_denoise_sigma25_cpu_stage2"
+    elif args.reflection:
+        task, model, run = "reflection_removal", REFLECTION_MODEL, "bundled_RRFormer_cpu"
     else:
         task, model, run = f"sr_x{args.scale}", MODEL, f"bundled_CRAFT_SRx{args.scale}_cpu"
     checkpoint = args.checkpoint or ROOT / "experiments" / run / "models" / "net_g_latest.pth"
@@ -204,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.denoise:
         rows = evaluate_denoise(args.val_dir, target)
         print(denoise_table(rows))
+    elif args.reflection:
+        rows = evaluate_reflection(args.val_dir, target)
+        print(reflection_table(rows))
     else:
         rows = evaluate(args.scale, args.val_dir, target)
         print(markdown_table(args.scale, rows))

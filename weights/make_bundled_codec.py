@@ -36,20 +36,8 @@ def run_name(quality: int) -> str:
     return f"bundled_S2LIC_small_q{quality}_cpu"
 
 
-def _iterations(checkpoint: Path) -> str:
-    """The iteration a checkpoint was saved at: its file name, or for ``latest`` the newest training state."""
-    iterations = checkpoint.stem.rsplit("_", 1)[-1]
-    states = checkpoint.parent.parent / "training_states"
-    if iterations == "latest" and states.is_dir():
-        done = sorted(int(p.stem) for p in states.glob("*.state") if p.stem.isdigit())
-        iterations = str(done[-1]) if done else iterations
-    return iterations
-
-
 def export(quality: int, checkpoint: Path, out_dir: Path) -> Path:
     """Write one run's weights as the zoo's safetensors file (tables refreshed); returns its path."""
-    from safetensors.torch import save_file
-
     from restorer import weights as rw
     from restorer import zoo
     from restorer.archs import build_network
@@ -75,16 +63,11 @@ def export(quality: int, checkpoint: Path, out_dir: Path) -> Path:
         "arch": entry.arch,
         "task": "compress",
         "recipe": f"options/train/{run_name(quality)}.yml",
-        "iterations": _iterations(checkpoint),
+        "iterations": rw.training_iteration(checkpoint),
         "weights": key,
         "entropy_tables": "update(force=True) at export",
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / entry.weight_file
-    tmp = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.chmod(0o644)
-    tmp.replace(target)
+    target = rw.save_safetensors(tensors, out_dir / entry.weight_file, metadata)
     reloaded = load_codec(entry.model, weights=str(target))
     if reloaded.fingerprint != weights_fingerprint(network):
         raise SystemExit(f"{target}: reloaded weights differ from the exported ones")
