@@ -78,9 +78,11 @@ __all__ = [
     "normalize",
     "output_target",
     "preview_window",
+    "read_dicom_series",
     "read_volume",
     "read_volumes",
     "resolve_modality",
+    "volume_stem",
     "write_volume",
 ]
 
@@ -248,7 +250,7 @@ class MedicalVolume:
     @property
     def name(self) -> str:
         """A file-name stem for outputs: the file name without its medical suffix, or the folder name."""
-        return self.label or _stem(self.source)
+        return self.label or volume_stem(self.source)
 
     def iter_slices(self) -> Iterator[np.ndarray]:
         """Each slice, ``rows x columns`` float32, in slice order."""
@@ -522,7 +524,9 @@ def _group_series(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     return series
 
 
-def _read_dicom(paths: Sequence[Path], source: Path, from_folder: bool) -> MedicalVolume:
+def read_dicom_series(paths: Sequence[Path], source: Path, from_folder: bool) -> MedicalVolume:
+    """One volume from the DICOM files of one series (any order: slices are sorted by position), read
+    from ``source`` (the folder, or the single file when ``from_folder`` is false)."""
     datasets = [(path, _dcmread(path)) for path in paths]
     datasets.sort(key=lambda item: _sort_key(item[1]))
     items: list[_DicomItem] = []
@@ -805,10 +809,10 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         uid = series_uid or next(iter(series))
         if uid not in series:
             raise UsageError(f"Series {uid} is not in folder {path}")
-        return _read_dicom([p for p, _ in series[uid]], path, from_folder=True)
+        return read_dicom_series([p for p, _ in series[uid]], path, from_folder=True)
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         return _read_nifti(path)
-    return _read_dicom([path], path, from_folder=False)
+    return read_dicom_series([path], path, from_folder=False)
 
 
 def read_volumes(path: str | os.PathLike[str]) -> list[MedicalVolume]:
@@ -828,11 +832,11 @@ def read_volumes(path: str | os.PathLike[str]) -> list[MedicalVolume]:
         by_folder[folder] = by_folder.get(folder, 0) + 1
     for files in found:
         paths = [p for p, _ in files]
-        volume = _read_dicom(paths, paths[0].parent, from_folder=True)
+        volume = read_dicom_series(paths, paths[0].parent, from_folder=True)
         if by_folder[paths[0].parent] > 1:  # several series side by side: name each by its number
             number = files[0][1].get("SeriesNumber")
             tail = str(number) if number not in (None, "") else str(files[0][1].SeriesInstanceUID)[-8:]
-            volume.label = f"{_stem(volume.source)}_series{tail}"
+            volume.label = f"{volume_stem(volume.source)}_series{tail}"
         volumes.append(volume)
     if not volumes:
         raise ImageReadError(f"No NIfTI files or DICOM images in folder {path}")
@@ -1015,7 +1019,7 @@ def _write_previews(volume: MedicalVolume, values: np.ndarray, target: Path, mod
         return []
     if mode not in ("all", "middle"):
         raise UsageError(f"previews must be 'all', 'middle' or 'none', not {mode!r}")
-    stem = volume.name if target == volume.source else _stem(target)
+    stem = volume.name if target == volume.source else volume_stem(target)
     inverted = volume.photometric == "MONOCHROME1"
     if mode == "middle":
         index = volume.num_slices // 2
@@ -1031,7 +1035,8 @@ def _write_previews(volume: MedicalVolume, values: np.ndarray, target: Path, mod
     return written
 
 
-def _stem(path: Path) -> str:
+def volume_stem(path: Path) -> str:
+    """A medical file's name without its suffix (``scan.nii.gz`` -> ``scan``, ``s1.dcm`` -> ``s1``)."""
     name = path.name
     for suffix in (*NIFTI_SUFFIXES, *DICOM_SUFFIXES):
         if name.lower().endswith(suffix):

@@ -187,11 +187,12 @@ def tiny_rwkv_zoo(monkeypatch, tmp_path):
     return weights_dir
 
 
-def _dicom_slice(modality: str, raw: np.ndarray, **attributes):
+def dicom_dataset(sop_class: str, modality: str, raw: np.ndarray, bits_stored: int = 12, **attributes):
+    """One monochrome DICOM image (pydicom ``Dataset`` with file meta, ready for ``save_as``): a phantom
+    patient, axial orientation, 0.7 x 0.8 mm pixels, 2.5 mm slices, plus ``attributes``."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}[modality]
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -207,7 +208,7 @@ def _dicom_slice(modality: str, raw: np.ndarray, **attributes):
     ds.SliceThickness = 2.5
     for key, value in attributes.items():
         setattr(ds, key, value)
-    ds.set_pixel_data(raw, "MONOCHROME2", 12, generate_instance_uid=False)
+    ds.set_pixel_data(raw, "MONOCHROME2", bits_stored, generate_instance_uid=False)
     return ds
 
 
@@ -215,7 +216,7 @@ def _dicom_slice(modality: str, raw: np.ndarray, **attributes):
 def make_dicom_series():
     """``make(folder, modality='CT', slices=3, rows=32, cols=40, seed=0) -> list of stored arrays``: a
     12-bit series (CT: intercept -1024, window 40/400) saved as ``slice{i}.dcm``, slices 5 mm apart."""
-    from pydicom.uid import generate_uid
+    from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 
     def make(
         folder: Path, modality: str = "CT", slices: int = 3, rows: int = 32, cols: int = 40, seed: int = 0
@@ -227,9 +228,11 @@ def make_dicom_series():
         for index in range(slices):
             raw = rng.integers(0, 4096, size=(rows, cols)).astype(np.uint16)
             extra = {"RescaleSlope": 1, "RescaleIntercept": -1024, "WindowCenter": 40, "WindowWidth": 400}
-            ds = _dicom_slice(
+            ds = dicom_dataset(
+                {"CT": CTImageStorage, "MR": MRImageStorage}[modality],
                 modality,
                 raw,
+                12,
                 StudyInstanceUID=study,
                 SeriesInstanceUID=series,
                 FrameOfReferenceUID=frame,

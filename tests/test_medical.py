@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -24,27 +24,9 @@ from pydicom.uid import (
 from restorer import medical
 from restorer.errors import ImageReadError, RestorerError, UsageError
 
+from conftest import dicom_dataset
+
 ROWS, COLS = 16, 20
-
-
-def _dataset(sop_class: str, modality: str, raw: np.ndarray, bits_stored: int, **attributes) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    uid = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, uid
-    ds.Modality = modality
-    ds.PatientName, ds.PatientID = "Test^Phantom", "0001"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.7, 0.8]
-    ds.SliceThickness = 2.5
-    for key, value in attributes.items():
-        setattr(ds, key, value)
-    ds.set_pixel_data(raw, "MONOCHROME2", bits_stored, generate_instance_uid=False)
-    return ds
 
 
 def _ct_series(folder, study_uid, series_uid, frame_uid, seed=0):
@@ -54,7 +36,7 @@ def _ct_series(folder, study_uid, series_uid, frame_uid, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     names = {0: "b.dcm", 1: "c", 2: "a.dcm"}  # z = 0, 5, 10 mm; "c" has no suffix (found by its marker)
     for index, raw in enumerate(raws):
-        ds = _dataset(
+        ds = dicom_dataset(
             CTImageStorage,
             "CT",
             raw,
@@ -127,7 +109,7 @@ def test_dicom_series_round_trip_keeps_values_windows_geometry_with_new_uids(tmp
 
 def test_single_dicom_file_super_resolution_geometry(tmp_path):
     raw = np.arange(64, dtype=np.uint16).reshape(8, 8) * 50
-    ds = _dataset(
+    ds = dicom_dataset(
         MRImageStorage,
         "MR",
         raw,
@@ -170,7 +152,7 @@ def test_pet_bq_per_ml_is_read_as_suv_and_written_back_in_bq_per_ml(tmp_path):
     slopes = [0.5, 0.25]
     series = generate_uid()
     for index, (raw, slope) in enumerate(zip(raws, slopes)):
-        ds = _dataset(
+        ds = dicom_dataset(
             PositronEmissionTomographyImageStorage,
             "PT",
             raw,
@@ -204,7 +186,7 @@ def test_pet_bq_per_ml_is_read_as_suv_and_written_back_in_bq_per_ml(tmp_path):
 
 def test_multi_frame_dicom(tmp_path):
     raw = np.stack([np.full((6, 6), v, np.int16) for v in (-5, 0, 9)])
-    ds = _dataset(
+    ds = dicom_dataset(
         CTImageStorage, "CT", raw, 16, SeriesInstanceUID=generate_uid(), RescaleSlope=2, RescaleIntercept=1
     )
     ds.save_as(tmp_path / "mf.dcm", enforce_file_format=True)
@@ -283,7 +265,7 @@ def test_damaged_files_give_clear_errors(tmp_path):
         medical.read_volume(tmp_path / "junk.dcm")
 
     raw = np.zeros((32, 32), np.uint16)
-    _dataset(CTImageStorage, "CT", raw, 12, SeriesInstanceUID=generate_uid()).save_as(
+    dicom_dataset(CTImageStorage, "CT", raw, 12, SeriesInstanceUID=generate_uid()).save_as(
         tmp_path / "cut.dcm", enforce_file_format=True
     )
     data = (tmp_path / "cut.dcm").read_bytes()
@@ -315,7 +297,7 @@ def test_damaged_files_give_clear_errors(tmp_path):
 def test_folder_with_two_series(tmp_path):
     study = generate_uid()
     _ct_series(tmp_path / "exam", study, generate_uid(), generate_uid(), seed=1)
-    second = _dataset(
+    second = dicom_dataset(
         MRImageStorage, "MR", np.ones((4, 4), np.uint16), 12, SeriesInstanceUID=generate_uid(), SeriesNumber=7
     )
     second.save_as(tmp_path / "exam" / "mr.dcm", enforce_file_format=True)
@@ -396,7 +378,7 @@ def test_map_slices_and_official_metrics():
 
 def test_compressed_dicom_is_written_back_uncompressed(tmp_path):
     raw = np.arange(64, dtype=np.uint16).reshape(8, 8) * 30
-    ds = _dataset(
+    ds = dicom_dataset(
         CTImageStorage,
         "CT",
         raw,
