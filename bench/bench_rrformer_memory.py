@@ -12,6 +12,12 @@ architecture's recommended overlap). ``peak_rss_gib`` is the process's peak resi
 model, the full-size input, output and weight buffers and the largest tile's activations; the seam check
 runs afterwards.
 
+``--max-tiles K`` stops after K tiles and says so (``partial``, ``tiles_run``); ``seconds_per_mpx`` is
+then extrapolated from the tiles run. Every tile has the same size, so the activations' peak is reached
+on the first tiles; the output canvas is allocated at the first tile and normalised in place at the
+end. A partial run therefore measures the peak of the full one up to allocator noise: check that on a
+size small enough to run fully before trusting it at 8K.
+
 Seam check: a ``--seam-crop`` square crop is restored whole and tiled (tiles of ``--seam-tile`` px with the
 same overlap, at least 2 x 2 of them) and the PSNR between the two is reported (target >= 40 dB).
 
@@ -41,6 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from restorer.archs.rrformer_arch import RECOMMENDED_TILE_OVERLAP, RRFormer  # noqa: E402
 from restorer.engine.tiling import TileSettings, count_tiles, plan_axis, run_tiled, run_tiled_with_oom_retry  # noqa: E402
+
+
+class _EnoughTiles(Exception):
+    """Raised from the tile callback to end a ``--max-tiles`` run."""
 
 
 def peak_rss_gib() -> float:
@@ -114,6 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seam-crop", type=int, default=384, help="side of the seam-check crop (px)")
     parser.add_argument("--seam-tile", type=int, default=256, help="tile size of the seam check (px)")
     parser.add_argument("--skip-seam", action="store_true", help="only memory and time")
+    parser.add_argument(
+        "--max-tiles",
+        type=int,
+        help="stop after this many tiles (a partial run, reported as such: every tile has the same size, "
+        "so the peak is reached on the first ones; compare with a full run of a smaller size)",
+    )
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(args.threads)
@@ -131,18 +147,22 @@ def main(argv: list[str] | None = None) -> dict:
     rss_ready = current_rss_gib()
 
     tiles_done = [0]
+
+    def on_tile(done: int, total: int) -> None:
+        tiles_done[0] = done
+        if args.max_tiles and done >= args.max_tiles and done < total:
+            raise _EnoughTiles
+
     start = time.perf_counter()
-    output, used = run_tiled_with_oom_retry(
-        model,
-        image,
-        1,
-        multiple,
-        settings,
-        "cpu",
-        torch.float32,
-        on_tile=lambda d, t: tiles_done.__setitem__(0, d),
-    )
+    output, used = None, settings
+    try:
+        output, used = run_tiled_with_oom_retry(
+            model, image, 1, multiple, settings, "cpu", torch.float32, on_tile=on_tile
+        )
+    except _EnoughTiles:
+        pass
     seconds = time.perf_counter() - start
+    total_tiles = count_tiles(height, width, used, multiple)
     result = {
         "size": [width, height],
         "config": json.loads(args.config) or "public",
@@ -152,12 +172,14 @@ def main(argv: list[str] | None = None) -> dict:
         "overlap": used.resolved(multiple)[1],
         "min_actual_overlap": min_overlap((height, width), *used.resolved(multiple), multiple),
         "window_multiple": multiple,
-        "tiles": count_tiles(height, width, used, multiple),
+        "tiles": total_tiles,
+        "tiles_run": tiles_done[0],
+        "partial": tiles_done[0] < total_tiles,
         "seconds": round(seconds, 1),
-        "seconds_per_mpx": round(seconds / (width * height / 1e6), 1),
+        "seconds_per_mpx": round(seconds / (width * height / 1e6) * total_tiles / max(tiles_done[0], 1), 1),
         "rss_model_and_image_gib": round(rss_ready, 3),
         "peak_rss_gib": round(peak_rss_gib(), 3),
-        "output_finite": bool(torch.isfinite(output).all()),
+        "output_finite": None if output is None else bool(torch.isfinite(output).all()),
     }
     del output, image
 

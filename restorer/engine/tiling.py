@@ -164,7 +164,7 @@ def run_tiled(
             if on_tile is not None:
                 on_tile(done, total)
     assert output is not None and weight_sum is not None
-    output = output / weight_sum.clamp_min(1e-12)
+    output.div_(weight_sum.clamp_min_(1e-12))  # in place: no third output-sized buffer at the peak
     return output[..., : height * scale, : width * scale]
 
 
