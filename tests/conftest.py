@@ -116,6 +116,16 @@ def write_checkpoint(entry: zoo.ZooEntry, path: Path, seed: int = 0, key: str = 
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``): tiny tensors
+    spend more time in OpenMP hand-offs than in arithmetic, and a busy 2-core machine makes that worse."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_zoo(monkeypatch, tmp_path):
     """Adds 'tiny-hat' at x2/x3/x4 for every sr_x* task, with weights in a temporary weights folder."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from restorer import benchmark
@@ -18,12 +17,7 @@ from restorer.tasks import get_task
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_denoise_infer_keeps_the_size_of_colour_and_gray_images(tmp_path, tiny_rwkv_zoo, rgb_image):

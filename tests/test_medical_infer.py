@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
 from PIL import Image
 
 from restorer import medical
@@ -18,13 +17,7 @@ from restorer.cli import main
 from restorer.engine.medical_runner import plan_medical_jobs
 from restorer.engine.runner import build_restorer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _digest(folder) -> dict[str, str]:

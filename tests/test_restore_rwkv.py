@@ -18,13 +18,7 @@ from restorer.archs.restore_rwkv_arch import (
 )
 from restorer.ops import bi_wkv_reference
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**over) -> Restore_RWKV:

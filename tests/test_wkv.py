@@ -11,14 +11,7 @@ import restorer.ops.wkv as wkv
 from restorer.ops import bi_wkv, bi_wkv_channels_first, bi_wkv_reference
 from restorer.ops.wkv import chunk_length
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP hand-offs that dominate every op at these sizes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_inputs(b, t, c, decay=3.0, bonus=3.0, key_std=1.0, spike=0.0, seed=0, per_token=False):
