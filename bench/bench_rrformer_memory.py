@@ -4,6 +4,7 @@
     python bench/bench_rrformer_memory.py --size 1024x576 --threads 2
     python bench/bench_rrformer_memory.py --size 7680x4320 --skip-seam
     python bench/bench_rrformer_memory.py --weights RRFormer.pth --vgg weights/vgg19-dcbb9e9d.pth
+    python bench/bench_rrformer_memory.py --model rrformer-bundled   # the shipped default, trained weights
 
 The image (a photo resized to ``--size``) goes through ``run_tiled_with_oom_retry`` (restorer.engine.tiling),
 the path ``restorer infer`` takes, with ``--tile`` / ``--overlap`` (defaults: 512 px tiles and the
@@ -121,6 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--config", default="{}", help="JSON of RRFormer arguments (default: the public ones)"
     )
+    parser.add_argument(
+        "--model",
+        help="a zoo model (e.g. rrformer-bundled): its network options and its weights file, trained "
+        "weights for the seam check; replaces --config and --weights",
+    )
     parser.add_argument("--seam-crop", type=int, default=384, help="side of the seam-check crop (px)")
     parser.add_argument("--seam-tile", type=int, default=256, help="tile size of the seam check (px)")
     parser.add_argument("--skip-seam", action="store_true", help="only memory and time")
@@ -135,6 +141,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
+    if args.model:
+        from restorer import weights as rw
+        from restorer import zoo
+
+        entry = zoo.get_entry(args.model, 1)
+        options = entry.network_options()
+        options.pop("type")
+        args.config, args.weights = json.dumps(options), str(rw.require_weights(entry))
+        if options.get("vgg_in_checkpoint"):
+            args.vgg = "random"  # the checkpoint carries the VGG weights
     model = RRFormer(**{**json.loads(args.config), "vgg_weights": args.vgg})
     if args.weights:
         from restorer.weights import read_checkpoint, unwrap_state_dict
@@ -166,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "size": [width, height],
         "config": json.loads(args.config) or "public",
+        "model": args.model,
         "weights": args.weights or "random",
         "threads": args.threads,
         "tile": used.resolved(multiple)[0],
