@@ -87,7 +87,7 @@ TASKS: dict[str, TaskSpec] = {
             "image",
             1,
             "Reflection removal: the scene behind the glass (transmission layer)",
-            ("rrformer",),
+            ("rrformer", "rrformer-small"),
         ),
         TaskSpec(
             "compress",

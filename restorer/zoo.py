@@ -484,7 +484,7 @@ RESTORE_RWKV_PAGE = (
 )
 RESTORE_RWKV_DEFAULT = {"dim": 48, "num_blocks": [4, 6, 6, 8], "num_refinement_blocks": 4}
 RESTORE_RWKV_LIGHT = {"dim": 16, "num_blocks": [1, 1, 2, 2], "num_refinement_blocks": 1}
-BUNDLED_DENOISE_SHA256 = "34b2d84d388fcd032fde9c666f1d23e3d2586d3141ee23ad3f5d80dec456e8b5"
+BUNDLED_DENOISE_SHA256 = "27b7aec4f1b05e8725a06953577f757320e9a995e37ef12b822e4a3cba3cbb85"
 
 
 def _restore_rwkv(
@@ -565,8 +565,8 @@ _ENTRIES.append(
         "our configuration for the paper's unpublished 1.16 M-parameter light model (1,156,961 as the "
         "paper counts), not the authors' model; bundled weights trained here for Gaussian sigma 25",
         param_key="params_ema",
-        published="this repository: weights/ "
-        "(trained with options/train/bundled_RestoreRWKV_denoise_sigma25_cpu.yml)",
+        published="this repository: weights/ (trained with options/train/"
+        "bundled_RestoreRWKV_denoise_sigma25_cpu.yml, then its _stage2.yml)",
         sha256=BUNDLED_DENOISE_SHA256,
         license="Apache-2.0 (this project)",
     )
@@ -712,6 +712,52 @@ _ENTRIES.append(
         "public code's Swin block returns its input (17 M dead parameters): here its residual is applied",
         license="no license file in the public repository",
         tasks=("reflection_removal",),
+    )
+)
+
+# A CPU recipe for reflection_removal, not shipped: the published architecture at small widths, trained by
+# this project on synthetic pairs of scikit-image photos (options/train/bundled_RRFormer_cpu.yml says why
+# each departure from the published recipe). Its VGG19 is torchvision's layout with a fixed random
+# initialisation, stored in the checkpoint. It did not improve on the untouched input on unseen photos
+# (weights/README.md), so no file ships; a user who trains and exports it gets it through the router.
+_ENTRIES.append(
+    replace(
+        _entry_in(_ENTRIES, "rrformer", 1),
+        model="rrformer-small",
+        display_name="RRFormer (small, CPU recipe)",
+        network_g=_freeze(
+            {
+                "type": "RRFormer",
+                "in_chans": 3,
+                "out_chans": 3,
+                "n_feats": 32,
+                "embed_dim": 48,
+                "img_size": 64,
+                "patch_size": 4,
+                "depths": [2, 2],
+                "num_heads": [3, 3],
+                "window_size": 8,
+                "mlp_ratio": 2.0,
+                "drop_path_rate": 0.0,
+                "pyramid": True,
+                "pyramid_scales": [4, 8, 16, 32],
+                "hypercolumn_layers": ["relu1_1", "relu2_1", "relu3_1"],
+                "vgg_weights": "random",
+                "vgg_seed": 0,
+                "vgg_in_checkpoint": True,
+                "global_residual": True,
+            }
+        ),
+        weight_file="restorer_RRFormer_small_skimage.safetensors",
+        param_key="params_ema",
+        published="not shipped (it did not beat the untouched input on unseen photos: weights/README.md); "
+        "train with options/train/bundled_RRFormer_cpu.yml, export with python weights/make_bundled.py "
+        "--reflection",
+        url=None,
+        sha256=None,
+        notes="CPU recipe on synthetic reflections of 16 scikit-image photos; random (fixed, stored) VGG19 "
+        "features instead of ImageNet ones",
+        license="Apache-2.0 (this project)",
     )
 )
 
