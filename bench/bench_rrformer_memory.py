@@ -4,7 +4,7 @@
     python bench/bench_rrformer_memory.py --size 1024x576 --threads 2
     python bench/bench_rrformer_memory.py --size 7680x4320 --skip-seam
     python bench/bench_rrformer_memory.py --weights RRFormer.pth --vgg weights/vgg19-dcbb9e9d.pth
-    python bench/bench_rrformer_memory.py --model rrformer-bundled   # the shipped default, trained weights
+    python bench/bench_rrformer_memory.py --model rrformer-small   # trained weights, from make_bundled.py
 
 The image (a photo resized to ``--size``) goes through ``run_tiled_with_oom_retry`` (restorer.engine.tiling),
 the path ``restorer infer`` takes, with ``--tile`` / ``--overlap`` (defaults: 512 px tiles and the
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--model",
-        help="a zoo model (e.g. rrformer-bundled): its network options and its weights file, trained "
+        help="a zoo model (e.g. rrformer-small): its network options and its weights file, trained "
         "weights for the seam check; replaces --config and --weights",
     )
     parser.add_argument("--seam-crop", type=int, default=384, help="side of the seam-check crop (px)")

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "craft-bundled"
 DENOISE_MODEL = "restore-rwkv-light"
-REFLECTION_MODEL = "rrformer-bundled"
+REFLECTION_MODEL = "rrformer-small"
 
 
 def evaluate(scale: int, val_dir: Path, weights_file: Path | None = None) -> list[dict]:
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--scale", type=int, choices=(2, 3, 4), help="the craft-bundled sr_xS model")
     which.add_argument("--denoise", action="store_true", help="the restore-rwkv-light denoise model")
-    which.add_argument("--reflection", action="store_true", help="the rrformer-bundled reflection model")
+    which.add_argument("--reflection", action="store_true", help="the rrformer-small reflection model")
     parser.add_argument("--checkpoint", type=Path, help="default: the recipe's net_g_latest.pth")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "weights")
     parser.add_argument("--val-dir", type=Path, default=ROOT / "datasets" / "skimage_sr" / "val")

@@ -55,8 +55,9 @@ Deviations from the public code (each deliberate):
 * ``swinir_block.conv_last`` (240 -> 3, SwinIR's denoising head) is kept for the state-dict layout and,
   as in the public code, never used; its parameters are frozen (``requires_grad=False``) so optimisers
   skip them and DistributedDataParallel does not wait for their gradients.
-* ``global_residual`` (off by default; on in the bundled CPU default) predicts the transmission layer as
-  a correction of the input, ``relu(x + deconv3.conv2d(features))``. The parameters are the same.
+* ``global_residual`` (off by default; on in the small CPU recipe, ``rrformer-small``) predicts the
+  transmission layer as a correction of the input, ``relu(x + deconv3.conv2d(features))``. The parameters
+  are the same.
 * Widths, depths and hypercolumn layers are constructor options (the public code hard-codes 240 Swin
   channels and the five relu*_1 layers); the defaults are the public configuration. ``vgg_in_checkpoint``
   (off by default) can store a variant's own frozen VGG19 in its state dict. The unused ``EdgeMap`` of
