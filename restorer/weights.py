@@ -63,15 +63,14 @@ def is_available(entry: ZooEntry) -> bool:
 
 def missing_weights_message(entry: ZooEntry) -> str:
     where = weight_dirs()[-1]
-    how = (
-        f"run `restorer weights download {entry.model} --scale {entry.scale}`"
-        if entry.url
-        else f"download it from {entry.published}"
-    )
+    if entry.url:
+        how = f"To get it, run `restorer weights download {entry.model} --scale {entry.scale}`"
+    else:  # published pages, or "not published: train it with ..." for models nobody can download
+        how = f"Where it comes from: {entry.published}. Put it in {where}/"
     return (
         f"Weights for {entry.display_name} x{entry.scale} not found: the file '{entry.weight_file}' "
-        f"is in none of {', '.join(str(d) for d in weight_dirs())}. To get it, {how}, and put it in "
-        f"{where}/ (or pass --weights PATH, or set RESTORER_WEIGHTS_DIR)."
+        f"is in none of {', '.join(str(d) for d in weight_dirs())}. {how} "
+        "(or pass --weights PATH, or set RESTORER_WEIGHTS_DIR)."
     )
 
 
