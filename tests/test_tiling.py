@@ -120,6 +120,36 @@ def test_cnn_tiled_matches_whole_and_reports_progress():
     assert psnr(tiled, whole) > 80
 
 
+class ContiguousOnly(nn.Module):
+    """Refuses strided tiles (as ``.view``-based attention blocks would) and records what it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        assert x.is_contiguous()
+        self.seen.append(tuple(x.shape))
+        return x * 2
+
+
+@torch.no_grad()
+def test_strided_image_views_in_channels_last_canvas_out():
+    """The runner hands over an HxWxC array as a (1, C, H, W) view and wants an HxWxC view back: no
+    image-sized copies either way. Tiles reach the model contiguous; the weights still sum to one."""
+    hwc = torch.rand(1, 64, 96, 3)  # a multiple of 8: no padding copy either
+    image = hwc.permute(0, 3, 1, 2)  # what runner._to_tensor gives
+    assert not image.is_contiguous()
+    model = ContiguousOnly()
+    tiled = run_tiled(model, image, 1, 8, TileSettings(32, 16))
+    assert len(model.seen) > 4 and all(s[-2:] == (32, 32) for s in model.seen)
+    torch.testing.assert_close(tiled, image * 2, atol=1e-6, rtol=0)
+    canvas = run_tiled(model, torch.rand(1, 3, 64, 96), 1, 8, TileSettings(32, 16))
+    assert canvas.permute(0, 2, 3, 1).is_contiguous()  # channels-last: HxWxC without a copy
+    whole = run_tiled(model, image, 1, 8, TileSettings(0))
+    torch.testing.assert_close(whole, image * 2)
+
+
 @torch.no_grad()
 def test_hard_paste_would_show_seams_where_feathering_does_not():
     """A check that the PSNR criterion can fail: overlap 0 leaves border errors at every seam."""

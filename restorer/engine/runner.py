@@ -90,12 +90,14 @@ def auto_tile(device: torch.device) -> int:
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """HxWxC float32 -> (1, C, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    """HxWxC float32 -> (1, C, H, W), a view of the pixels (channels-last strides): no image-sized copy;
+    the tiler copies each tile to contiguous memory."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
 
 
 def _to_array(tensor: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) -> HxWxC float32 clipped to [0, 1]."""
+    """(1, C, H, W) -> HxWxC float32 clipped to [0, 1]; no copy when the tensor is channels-last (the
+    tiler's output canvas is)."""
     return tensor[0].clamp_(0, 1).permute(1, 2, 0).contiguous().numpy()
 
 

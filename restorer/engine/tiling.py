@@ -118,6 +118,9 @@ def run_tiled(
 ) -> torch.Tensor:
     """Run ``forward`` over ``image`` (1, C, H, W, float, CPU) in tiles -> (1, C', H·s, W·s) float32 CPU.
 
+    With more than one tile the result is a view of a channels-last canvas (``.contiguous()`` before
+    ``.view``); the image may be any strided view (each tile is copied to contiguous memory).
+
     ``forward`` maps a (1, C, h, w) tile on ``device`` in ``dtype`` (h, w multiples of ``multiple``)
     to (1, C', h·s, w·s). When one tile covers the image, the image goes to ``forward`` unpadded:
     models pad any size themselves, by their official convention. ``on_tile(done, total)`` reports
@@ -131,7 +134,7 @@ def run_tiled(
     if tile == 0 or (tile >= _round_up(height, multiple) and tile >= _round_up(width, multiple)):
         # One pass: the model pads the image itself, with its own (official) convention.
         with torch.no_grad():
-            result = forward(image.to(device=device, dtype=dtype))
+            result = forward(image.to(device=device, dtype=dtype).contiguous())
         if on_tile is not None:
             on_tile(1, 1)
         return result.float().cpu()
@@ -141,30 +144,36 @@ def run_tiled(
     cols = plan_axis(wp, tile, overlap, multiple)
     total = len(rows) * len(cols)
 
+    # Every row span meets every column span and each tile's weight is w_row (x) w_col, so the sum of the
+    # weights is row_sum (x) col_sum: two 1-D vectors instead of an image-sized canvas.
+    row_sum = torch.zeros(hp * scale, dtype=torch.float32)
+    col_sum = torch.zeros(wp * scale, dtype=torch.float32)
+    col_weights = [_feather(c.size * scale, c.overlap_before * scale, c.overlap_after * scale) for c in cols]
+    for col, w_col in zip(cols, col_weights):
+        col_sum[col.start * scale : (col.start + col.size) * scale] += w_col
     output: torch.Tensor | None = None
-    weight_sum: torch.Tensor | None = None
     done = 0
     for row in rows:
         w_row = _feather(row.size * scale, row.overlap_before * scale, row.overlap_after * scale)
-        for col in cols:
+        row_sum[row.start * scale : (row.start + row.size) * scale] += w_row
+        for col, w_col in zip(cols, col_weights):
             piece = padded[..., row.start : row.start + row.size, col.start : col.start + col.size]
             with torch.no_grad():  # not inference_mode: callers may modify the result in place
-                result = forward(piece.to(device=device, dtype=dtype, non_blocking=True))
+                tile_in = piece.to(device, dtype, non_blocking=True).contiguous()  # .to keeps strides
+                result = forward(tile_in)
             result = result.float().cpu()
             if output is None:
-                output = torch.zeros(1, result.shape[1], hp * scale, wp * scale, dtype=torch.float32)
-                weight_sum = torch.zeros(1, 1, hp * scale, wp * scale, dtype=torch.float32)
-            w_col = _feather(col.size * scale, col.overlap_before * scale, col.overlap_after * scale)
-            weight = w_row[:, None] * w_col[None, :]
+                # channels-last: the caller's HxWxC array is then a view, not another image-sized copy
+                canvas = torch.zeros(1, hp * scale, wp * scale, result.shape[1], dtype=torch.float32)
+                output = canvas.permute(0, 3, 1, 2)
             ys, xs = row.start * scale, col.start * scale
             region = (..., slice(ys, ys + row.size * scale), slice(xs, xs + col.size * scale))
-            output[region] += result * weight
-            weight_sum[region] += weight
+            output[region] += result * (w_row[:, None] * w_col[None, :])
             done += 1
             if on_tile is not None:
                 on_tile(done, total)
-    assert output is not None and weight_sum is not None
-    output.div_(weight_sum.clamp_min_(1e-12))  # in place: no third output-sized buffer at the peak
+    assert output is not None
+    output.div_(row_sum.clamp_min_(1e-12)[:, None]).div_(col_sum.clamp_min_(1e-12))
     return output[..., : height * scale, : width * scale]
 
 
