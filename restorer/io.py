@@ -539,14 +539,22 @@ def output_path_for(
 # ----------------------------------------------------------------------------------------------------
 
 
+_QUANTIZE_ROWS = 256
+
+
 def _quantize(values: np.ndarray, dtype: type[np.unsignedinteger]) -> np.ndarray:
     """Float ``[0, 1]`` -> uint8/uint16, clipping out-of-range values and mapping NaN to 0."""
     top = np.iinfo(dtype).max
-    # one float temporary, worked on in place: 4K and 8K outputs are hundreds of MB each
-    values = np.nan_to_num(np.array(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0, copy=False)
-    np.clip(values, 0.0, 1.0, out=values)
-    values *= top
-    return np.rint(values, out=values).astype(dtype)
+    values = np.asarray(values)
+    result = np.empty(values.shape, dtype=dtype)
+    # in bands of rows: the float temporaries stay small even for an 8K image (hundreds of MB as floats)
+    for start in range(0, max(values.shape[0], 1), _QUANTIZE_ROWS):
+        band = np.array(values[start : start + _QUANTIZE_ROWS], dtype=np.float32)
+        np.nan_to_num(band, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(band, 0.0, 1.0, out=band)
+        band *= top
+        result[start : start + _QUANTIZE_ROWS] = np.rint(band, out=band)
+    return result
 
 
 def _encode_tiff(samples: np.ndarray, has_alpha: bool) -> bytes:

@@ -327,9 +327,9 @@ def process_files(
                 pixels, alpha = restorer.run_image(image, alpha_mode, outscale, on_tile)
             finally:
                 tile_bar.close()
-            rio.write_image(
-                target, pixels, alpha, bit_depth=image.bit_depth, quality=quality, protect=protect
-            )
+            bit_depth = image.bit_depth
+            del image  # its float pixels are 12 bytes a pixel: not kept alive while the output is encoded
+            rio.write_image(target, pixels, alpha, bit_depth=bit_depth, quality=quality, protect=protect)
             report.written.append(target)
         except RestorerError as exc:
             report.failed.append((job.source, str(exc)))
