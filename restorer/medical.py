@@ -82,6 +82,7 @@ __all__ = [
     "read_volume",
     "read_volumes",
     "resolve_modality",
+    "series_label",
     "volume_stem",
     "write_volume",
 ]
@@ -834,9 +835,7 @@ def read_volumes(path: str | os.PathLike[str]) -> list[MedicalVolume]:
         paths = [p for p, _ in files]
         volume = read_dicom_series(paths, paths[0].parent, from_folder=True)
         if by_folder[paths[0].parent] > 1:  # several series side by side: name each by its number
-            number = files[0][1].get("SeriesNumber")
-            tail = str(number) if number not in (None, "") else str(files[0][1].SeriesInstanceUID)[-8:]
-            volume.label = f"{volume_stem(volume.source)}_series{tail}"
+            volume.label = series_label(volume.source, files[0][1])
         volumes.append(volume)
     if not volumes:
         raise ImageReadError(f"No NIfTI files or DICOM images in folder {path}")
@@ -1033,6 +1032,14 @@ def _write_previews(volume: MedicalVolume, values: np.ndarray, target: Path, mod
         pixels = _preview_pixels(slice_values, preview_window(volume, index, values), inverted)
         written.append(rio.write_image(folder / f"{index:0{digits}d}.png", pixels))
     return written
+
+
+def series_label(folder: Path, dataset: Dataset) -> str:
+    """The name of one of several series side by side in ``folder``: ``<folder>_series<SeriesNumber>``,
+    or the series UID's last 8 characters where the number is missing."""
+    number = dataset.get("SeriesNumber")
+    tail = str(number) if number not in (None, "") else str(dataset.SeriesInstanceUID)[-8:]
+    return f"{volume_stem(folder)}_series{tail}"
 
 
 def volume_stem(path: Path) -> str:

@@ -203,6 +203,11 @@ def lpips_metric(output_rgb: np.ndarray, target_rgb: np.ndarray, crop_border: in
 # ---------------------------------------------------------------------------------------------
 
 
+MS_SSIM_MIN_SIDE = 161
+"""The smallest image side :func:`ms_ssim` takes: its five scales (four 2x downsamplings of an 11 px
+window) need the smaller side above 160 px."""
+
+
 def ms_ssim(a, b) -> float:
     """MS-SSIM (``pytorch_msssim.ms_ssim``, 5 scales, 11x11 Gaussian window) of two RGB images.
 

@@ -91,20 +91,13 @@ def save_safetensors(
     tensors: Mapping[str, Any], target: str | os.PathLike, metadata: Mapping[str, str]
 ) -> Path:
     """Write ``tensors`` (contiguous CPU tensors) as a ``.safetensors`` file with ``metadata``, atomically
-    (a temporary file beside it, renamed into place) and world-readable; returns the path."""
-    from safetensors.torch import save_file
+    (:func:`restorer.io.write_atomically`) and world-readable (it is shipped); returns the path."""
+    from safetensors.torch import save
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file(dict(tensors), tmp_name, metadata=dict(metadata))
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    from restorer.io import write_atomically
+
+    target = write_atomically(target, save(dict(tensors), metadata=dict(metadata)))
+    os.chmod(target, 0o644)
     return target
 
 

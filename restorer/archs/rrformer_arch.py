@@ -656,8 +656,8 @@ class RRFormer(nn.Module):
         global_residual: predict ``T = relu(x + deconv3.conv2d(features))``, a correction of the input,
             with that convolution zero-initialised so that a new network returns its input (``False``,
             the public network: ``T = deconv3(features)``). Same parameters either way; needs
-            ``in_chans == out_chans``. The bundled CPU default uses it: a short run from scratch that must
-            learn the identity first loses to the untouched input.
+            ``in_chans == out_chans``. The small CPU recipe (``rrformer-small``) uses it: a short run from
+            scratch that must learn the identity first loses to the untouched input.
         use_checkpoint: gradient checkpointing of the RSTBs in training.
 
     Shapes: ``(B, in_chans, H, W)`` in ``[0, 1]``, any ``H, W >= 1`` -> ``(B, out_chans, H, W)``, ``>= 0``.

@@ -30,6 +30,7 @@ import torch
 
 from restorer.codec.container import S2LHeader, pack, unpack
 from restorer.errors import RestorerError, UsageError
+from restorer.metrics import MS_SSIM_MIN_SIDE, ms_ssim, psnr_all_channels
 
 __all__ = [
     "Codec",
@@ -404,12 +405,8 @@ def measure_rd(
     height, width = rgb.shape[:2]
     original8 = np.round(rgb[:, :, :channels] * 255.0).astype(np.uint8)
     decoded8 = np.round(np.clip(decoded, 0, 1) * 255).astype(np.uint8).reshape(original8.shape)
-    from restorer.metrics import psnr_all_channels
-
     quality_ms_ssim = None
-    if with_ms_ssim and min(height, width) > 160:
-        from restorer.metrics import ms_ssim
-
+    if with_ms_ssim and min(height, width) >= MS_SSIM_MIN_SIDE:
         to3 = (lambda a: np.repeat(a, 3, axis=2)) if channels == 1 else (lambda a: a)
         quality_ms_ssim = ms_ssim(to3(original8), to3(decoded8))
     return RDPoint(

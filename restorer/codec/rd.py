@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from restorer.errors import UsageError
+from restorer.metrics import MS_SSIM_MIN_SIDE, ms_ssim, psnr_all_channels
 
 __all__ = [
     "JPEG_QUALITIES",
@@ -44,7 +45,6 @@ __all__ = [
 
 JPEG_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 WEBP_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
-MS_SSIM_MIN_SIDE = 161  # pytorch_msssim's 5 scales need the smaller side above 160 px
 PROTOCOL = (
     "RGB PSNR on 8-bit images; MS-SSIM (pytorch_msssim, 5 scales) on RGB, None below 161 px a side; "
     "bpp = 8 * file bytes / original pixels; JPEG (4:2:0, optimize) and WebP (method 6) from Pillow; "
@@ -61,12 +61,8 @@ PROTOCOL = (
 
 def _quality(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float | None]:
     """RGB PSNR and MS-SSIM (None when a side is below 161 px) of two HxWx3 uint8 images."""
-    from restorer.metrics import psnr_all_channels
-
     score = None
     if min(original.shape[:2]) >= MS_SSIM_MIN_SIDE:
-        from restorer.metrics import ms_ssim
-
         score = float(ms_ssim(original, decoded))
     return psnr_all_channels(decoded, original), score
 

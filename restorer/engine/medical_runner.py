@@ -153,9 +153,7 @@ def plan_medical_jobs(
             folder = files[0][0].parent
             label = ""
             if per_folder[folder] > 1:
-                number = files[0][1].get("SeriesNumber")
-                tail = str(number) if number not in (None, "") else str(files[0][1].SeriesInstanceUID)[-8:]
-                label = f"{medical.volume_stem(folder)}_series{tail}"
+                label = medical.series_label(folder, files[0][1])
             # The series' result is a folder named after its own folder, beside where that folder is.
             target_dir = out_dir if folder == root else out_dir / folder.parent.relative_to(root)
             plan.jobs.append(
@@ -182,7 +180,6 @@ def check_modality(task: str, plan: MedicalPlan, override: str | None) -> None:
 def read_job_volume(job: MedicalJob) -> medical.MedicalVolume:
     """Read a volume job (pixel data included)."""
     if job.kind == "dicom_series":
-        # TODO(lead): medical.py could expose this as a public read_series(files, folder).
         volume = medical.read_dicom_series(list(job.files), job.source, from_folder=True)
         volume.label = job.label
         return volume
