@@ -29,6 +29,7 @@ SIR2 papers score.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import os
@@ -83,7 +84,8 @@ class Degradation:
 
     The metric protocol: PSNR/SSIM on the Y channel (``y_channel``, keys ``psnr_y``/``ssim_y``) or on RGB
     (keys ``psnr_rgb``/``ssim_rgb``), with ``crop_border`` pixels cropped (``None`` = the scale);
-    ``inputs`` says in words how missing inputs are made (for the notes and reports).
+    ``inputs`` says in words how missing inputs are made (for the notes and reports); ``baselines``
+    names the classical methods (:data:`BASELINES`) scored as rows beside the models.
     """
 
     name: str
@@ -93,6 +95,7 @@ class Degradation:
     y_channel: bool = True
     crop_border: int | None = None
     inputs: str = ""
+    baselines: tuple[str, ...] = ()
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -148,7 +151,7 @@ def _bicubic_lr_stems(stem: str, scale: int) -> tuple[str, ...]:
     return (stem, f"{stem}x{scale}")
 
 
-BICUBIC = Degradation("bicubic", _bicubic_layouts, bicubic_pair, _bicubic_lr_stems)
+BICUBIC = Degradation("bicubic", _bicubic_layouts, bicubic_pair, _bicubic_lr_stems, baselines=("bicubic",))
 
 # Task name -> its degradation. Image tasks with scale > 1 default to BICUBIC; scale-1 tasks
 # (denoising, reflection removal) and codecs register theirs here.
@@ -203,6 +206,7 @@ GAUSSIAN_NOISE_25 = Degradation(
     y_channel=False,
     crop_border=0,
     inputs="Gaussian noise sigma 25 (0-255 scale), seeded per image, not clipped",
+    baselines=("bm3d",),
 )
 
 
@@ -699,6 +703,76 @@ def score_inputs(samples: Iterable[Sample], metrics: Sequence[MetricSpec]) -> di
     return summary
 
 
+def _bicubic_baseline(lq: np.ndarray, scale: int) -> np.ndarray:
+    return bicubic_upscale(rmetrics.to_uint8(lq), scale).astype(np.float32) / 255.0
+
+
+def _bm3d_baseline(lq: np.ndarray, scale: int) -> np.ndarray:
+    """BM3D (the ``bm3d`` package, Mäkinen et al.'s reference implementation) at the known sigma 25:
+    ``bm3d`` on gray images (three equal channels), ``bm3d_rgb`` on colour ones."""
+    import bm3d
+
+    sigma = DENOISE_SIGMA / 255.0
+    if (lq == lq[..., :1]).all():
+        gray = np.asarray(bm3d.bm3d(lq[..., 0].astype(np.float64), sigma_psd=sigma), dtype=np.float32)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(bm3d.bm3d_rgb(lq.astype(np.float64), sigma_psd=sigma), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A classical method scored as a row beside the models: ``run(lq, scale) -> output`` (float32
+    HxWx3 in [0, 1], before rounding), and the package it needs (None: always available)."""
+
+    name: str
+    run: Callable[[np.ndarray, int], np.ndarray]
+    needs: str | None = None
+
+
+BASELINES: dict[str, Baseline] = {
+    "bicubic": Baseline("bicubic", _bicubic_baseline),
+    "bm3d": Baseline("bm3d", _bm3d_baseline, needs="bm3d"),
+}
+
+
+def available_baselines(names: Iterable[str], on_message: Callable[[str], None]) -> list[Baseline]:
+    """The named baselines whose package is installed; a note for each one that is not."""
+    out = []
+    for name in names:
+        baseline = BASELINES[name]
+        if baseline.needs and importlib.util.find_spec(baseline.needs) is None:
+            on_message(f"no '{name}' row: its package is not installed (pip install {baseline.needs})")
+            continue
+        out.append(baseline)
+    return out
+
+
+def score_baseline(
+    baseline: Baseline, samples: Iterable[Sample], metrics: Sequence[MetricSpec], scale: int
+) -> dict[str, Any]:
+    """A baseline's metrics on each sample, in the schema of a model's dataset summary."""
+    images: dict[str, dict[str, float]] = {}
+    seconds, count = 0.0, 0
+    for sample in samples:
+        start = time.perf_counter()
+        out_u8 = rmetrics.to_uint8(baseline.run(sample.lq, scale))
+        seconds += time.perf_counter() - start
+        count += 1
+        if sample.gt is None:
+            continue
+        gt = _gt_for_output(sample, out_u8.shape, scale)
+        images[sample.stem] = {spec.name: spec(out_u8, gt, "cpu") for spec in metrics}
+    summary: dict[str, Any] = {
+        spec.name: float(np.mean([scores[spec.name] for scores in images.values()]))
+        if images
+        else float("nan")
+        for spec in metrics
+    }
+    summary["sec_per_image"] = seconds / max(count, 1)
+    summary["images"] = images
+    return summary
+
+
 def _gt_for_output(sample: Sample, out_shape: tuple[int, ...], scale: int) -> np.ndarray:
     gt = sample.gt
     out_h, out_w = out_shape[:2]
@@ -914,11 +988,13 @@ def run_benchmark(
     save_images: str | os.PathLike | None = None,
     progress: bool = True,
     on_message: Callable[[str], None] | None = None,
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Evaluate each model on each test set; returns the results in the JSON schema::
 
     {"task", "scale", "memory_measure", "test_sets": {set: {"path", "layout", "lr", "images"}},
      ["input": {set: {metric, ..., "images": {stem: {metric}}}}]  (scale-1 tasks: the untouched input)
+     ["baselines": {name: {set: {metric, ..., "sec_per_image", "images"}}}]  (bicubic, bm3d, ...)
      "models": {name: {"display_name", "weights", "params_m",
                        "datasets": {set: {"psnr_y", "ssim_y", ["psnr_rgb", "ssim_rgb"], ["lpips"],
                                           "sec_per_image", "peak_memory_mb",
@@ -1003,6 +1079,12 @@ def run_benchmark(
         results["input"] = {
             ts.name: score_inputs(load_samples(ts.pairs, scale, degradation), metrics) for ts in test_sets
         }
+    if baselines:
+        for baseline in available_baselines(degradation.baselines, note):
+            results.setdefault("baselines", {})[baseline.name] = {
+                ts.name: score_baseline(baseline, load_samples(ts.pairs, scale, degradation), metrics, scale)
+                for ts in test_sets
+            }
     for request, entry in entries:
         key = entry.model
         if names.count(entry.model) > 1 and request.weights:  # one model, several checkpoints
@@ -1089,6 +1171,13 @@ def table_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         row.append(f"{seconds / max(sum(counts), 1):.3f}")
         row.append(f"{max(model['datasets'][n]['peak_memory_mb'] for n in set_names):.0f}")
         rows.append(row)
+    counts = [results["test_sets"][n]["images"] for n in set_names]
+    for name, per_set in (results.get("baselines") or {}).items():
+        row = [f"{name} (baseline)", "-"]
+        for _, keys in groups:
+            row += [_format_cell(per_set[set_name], keys) for set_name in set_names]
+        seconds = sum(per_set[n]["sec_per_image"] * c for n, c in zip(set_names, counts))
+        rows.append(row + [f"{seconds / max(sum(counts), 1):.3f}", "-"])
     if results.get("input"):
         row = [INPUT_ROW, "-"]
         for _, keys in groups:

@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--precision", default="fp32", choices=["auto", "fp32", "fp16", "bf16"], help="compute precision"
     )
+    bench.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="skip the classical rows (bicubic for super-resolution, BM3D for denoising)",
+    )
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=cmd_benchmark)
 
@@ -489,6 +495,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         save_images=args.save_images,
         progress=not args.quiet,
         on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+        baselines=args.baselines,
     )
     out = Path(args.out)
     plot_path = None if args.plot is None else (args.plot or out / f"{args.task}.png")

@@ -402,6 +402,12 @@ def test_sample_set_is_generated_by_its_script_and_shares_no_training_photo():
         sys.path.remove(str(REPO / "datasets"))
     sources = {loader for loader, _, _ in make_benchmark_samples.CROPS.values()}
     assert not sources & set(make_training_set.TRAIN)
+    corpus_train = {
+        how.removeprefix("skimage.data.")
+        for name, _, how in make_training_set.PYTHON_PHOTOS
+        if name not in make_training_set.VALIDATION
+    }
+    assert not sources & corpus_train
     assert not sources & {"cat"}  # skimage's cat is chelsea under another name
     folder = REPO / "datasets" / "benchmark_sample" / "HR"
     committed = sorted(p.name for p in folder.iterdir())
@@ -410,3 +416,27 @@ def test_sample_set_is_generated_by_its_script_and_shares_no_training_photo():
     for name, rgb in expected.items():
         np.testing.assert_array_equal(_read_rgb(folder / f"{name}.png"), rgb)
         assert 200 <= min(rgb.shape[:2]) and max(rgb.shape[:2]) <= 400
+
+
+def test_bicubic_baseline_row_is_matlab_bicubic_of_the_same_inputs(tmp_path, tiny_zoo, capsys):
+    """Super-resolution reports carry a bicubic row scored like the models (unless --no-baselines)."""
+    ensure_basicsr_importable()
+    from basicsr.metrics import calculate_psnr
+
+    flat = tmp_path / "Flat2"
+    _make_layout(flat, "flat", 2, with_lr=False)
+    out = tmp_path / "report"
+    argv = ["benchmark", "--task", "sr_x2", "-m", "tiny-hat", "-d", str(flat), "-o", str(out), "-q"]
+    assert main(argv) == 0
+    assert "bicubic (baseline)" in capsys.readouterr().out
+    results = json.loads((out / "sr_x2.json").read_text())
+    rows = results["baselines"]["bicubic"]["Flat2"]
+    for stem, scores in rows["images"].items():
+        lr, gt = _expected_pair(PHOTOS[stem], 2)
+        up = benchmark.bicubic_upscale(lr, 2)
+        assert scores["psnr_y"] == pytest.approx(
+            calculate_psnr(up[..., ::-1], gt[..., ::-1], 2, test_y_channel=True), abs=1e-10
+        )
+    assert "| bicubic (baseline) | - |" in (out / "sr_x2.md").read_text()
+    assert main([*argv, "--no-baselines"]) == 0
+    assert "baselines" not in json.loads((out / "sr_x2.json").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -71,7 +72,7 @@ def test_denoise_benchmark_on_the_sample_set(tmp_path, tiny_rwkv_zoo, capsys):
     out = tmp_path / "report"
     argv = ["benchmark", "--task", "denoise", "-m", "tiny-rwkv-denoise"]
     argv += ["-d", str(REPO / "datasets" / "benchmark_sample"), "-o", str(out), "--plot", "-q"]
-    assert main(argv) == 0
+    assert main([*argv, "--no-baselines"]) == 0  # BM3D is slow; its row has a test of its own
     printed = capsys.readouterr()
     assert "PSNR (dB) / SSIM on RGB (not Y), crop border 0" in printed.out
     assert "Gaussian noise sigma 25" in printed.err and "bicubic" not in printed.err
@@ -95,3 +96,37 @@ def test_denoise_benchmark_on_the_sample_set(tmp_path, tiny_rwkv_zoo, capsys):
     assert "| input (untouched) | - |" in markdown
     assert "benchmark_sample PSNR/SSIM (RGB)" in markdown and "(Y)" not in markdown
     assert (out / "denoise.png").is_file()
+    assert "baselines" not in results
+
+
+def test_denoise_benchmark_has_a_bm3d_row(tmp_path, tiny_rwkv_zoo, capsys):
+    """BM3D (the bm3d package) at the known sigma is a row of the same run, gray and colour, and it
+    clearly beats the noisy input."""
+    pytest.importorskip("bm3d")
+    from skimage import data
+
+    folder = tmp_path / "Mini"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "camera.png"), data.camera()[100:164, 200:264])  # a gray file
+    cv2.imwrite(str(folder / "coffee.png"), data.coffee()[100:164, 200:264, ::-1])
+    out = tmp_path / "report"
+    argv = [
+        "benchmark",
+        "--task",
+        "denoise",
+        "-m",
+        "tiny-rwkv-denoise",
+        "-d",
+        str(folder),
+        "-o",
+        str(out),
+        "-q",
+    ]
+    assert main(argv) == 0
+    assert "bm3d (baseline)" in capsys.readouterr().out
+    results = json.loads((out / "denoise.json").read_text())
+    bm3d_rows = results["baselines"]["bm3d"]["Mini"]["images"]
+    noisy = results["input"]["Mini"]["images"]
+    assert set(bm3d_rows) == {"camera", "coffee"}
+    for stem in bm3d_rows:
+        assert bm3d_rows[stem]["psnr_rgb"] > noisy[stem]["psnr_rgb"] + 4

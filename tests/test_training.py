@@ -140,3 +140,42 @@ def test_missing_option_file_is_a_clear_error(tmp_path):
         and "option file not found" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_speed_options_and_safetensors_pretrain_train_and_log(workdir):
+    """A recipe with train.speed (bf16 autocast where the CPU has it, channels_last) fine-tunes from a
+    .safetensors file: the file's weights are what training starts from, and the loss is finite."""
+    from safetensors.torch import save_file
+
+    from restorer.archs import build_network
+    from restorer.training.speed import cpu_supports_bf16
+
+    torch.manual_seed(3)
+    start = build_network({**TINY_HAT, "upscale": 2})
+    save_file({k: v.contiguous() for k, v in start.state_dict().items()}, str(workdir / "start.safetensors"))
+    options = _options(total_iter=4, name="fast", save_freq=4)
+    options["path"]["pretrain_network_g"] = "start.safetensors"
+    options["train"]["speed"] = {"autocast": "auto", "channels_last": True}
+    options["train"]["optim_g"]["lr"] = 0.0  # weights must stay those of the file
+    log = _train(workdir, options)
+    assert "start.safetensors (safetensors)" in log
+    expected = "bf16+channels_last" if cpu_supports_bf16() else "fp32+channels_last"
+    assert f"Training step: {expected}" in log
+    losses = _losses(log)
+    assert len(losses) == 4 and all(0 < value < 1 for value in losses)
+    saved = torch.load(workdir / "experiments/fast/models/net_g_latest.pth", weights_only=True)["params"]
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(saved[key], value)
+
+
+def test_speed_options_are_checked():
+    from restorer.training.speed import SpeedOptions
+
+    cpu = torch.device("cpu")
+    assert SpeedOptions.from_options(None, cpu) == SpeedOptions()
+    with pytest.raises(ValueError, match="unknown option"):
+        SpeedOptions.from_options({"autocats": "bf16"}, cpu)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        SpeedOptions.from_options({"autocast": "fp16"}, cpu)
+    with pytest.raises(ValueError, match="must be bf16, fp16, auto"):
+        SpeedOptions.from_options({"autocast": "int8"}, cpu)

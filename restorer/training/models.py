@@ -5,6 +5,9 @@
 
 - Adam, AdamW and SGD (``train.optim_g.type``);
 - gradient clipping: ``train.grad_clip`` (max total norm; off when absent or 0);
+- speed options: ``train.speed`` (bf16 autocast, channels_last, ``torch.compile``; see
+  :mod:`restorer.training.speed`, measured by ``bench/bench_train_step.py``);
+- ``pretrain_network_g`` may be a ``.safetensors`` file (the shipped weights fine-tune directly);
 - DistributedDataParallel on CPUs (gloo) as well as GPUs;
 - the official repositories' ``model_type`` names (``HATModel``, ``DRCTModel``, ``CRAFT_Model``)
   as aliases, so their option files run unchanged. Our architectures pad any input size
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
@@ -23,7 +27,10 @@ from restorer._compat import ensure_basicsr_importable
 ensure_basicsr_importable()
 
 from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.utils import get_root_logger  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+
+from restorer.training.speed import SpeedOptions  # noqa: E402
 
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
@@ -42,6 +49,33 @@ class RestorerSRModel(SRModel):
             return DataParallel(net)
         return net
 
+    @property
+    def speed(self) -> SpeedOptions:
+        if not hasattr(self, "_speed"):
+            train = self.opt.get("train") or {}
+            self._speed = SpeedOptions.from_options(train.get("speed"), self.device)
+            self._net_g_call = self._speed.wrap(self.net_g)
+            if train.get("speed"):
+                get_root_logger().info(f"Training step: {self._speed.describe()}")
+        return self._speed
+
+    def load_network(self, net, load_path, strict=True, param_key="params"):
+        """BasicSR's loader, plus ``.safetensors`` files (a flat state dict, ``param_key`` unused)."""
+        if str(load_path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            net = self.get_bare_model(net)
+            state = load_file(str(load_path))
+            get_root_logger().info(
+                f"Loading {net.__class__.__name__} from {Path(load_path).name} (safetensors)."
+            )
+            if not strict:
+                own = net.state_dict()
+                state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            net.load_state_dict(state, strict=strict)
+            return
+        super().load_network(net, load_path, strict, param_key)
+
     def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
         try:
             return OPTIMIZERS[optim_type](params, lr, **kwargs)
@@ -53,7 +87,10 @@ class RestorerSRModel(SRModel):
     def optimize_parameters(self, current_iter: int) -> None:
         """One step: pixel and/or perceptual loss, backward, optional clipping, step, EMA update."""
         self.optimizer_g.zero_grad()
-        self.output = self.net_g(self.lq)
+        speed = self.speed
+        with speed.autocast_context():
+            self.output = self._net_g_call(speed.input(self.lq))
+        self.output = self.output.float()
         losses: OrderedDict[str, torch.Tensor] = OrderedDict()
         if self.cri_pix:
             losses["l_pix"] = self.cri_pix(self.output, self.gt)
