@@ -14,6 +14,8 @@ mostly as symlinks). Validation photos are whole photos held out of training. Ou
 ``datasets/corpus/train_sub/NAME_sNNN.png``  480x480 crops, step 240, as BasicSR's extract_subimages:
                                          training reads these, so a patch never decodes a 5K photo
 ``datasets/corpus/val/NAME_cK.png``      up to two 256x256 crops of each validation photo (cheap to score)
+``datasets/corpus/sources/NAME.jpg``      the Debian photos' original bytes (12 MB): carry this folder to a
+                                         machine without apt-get (a GPU) and the script rebuilds the rest
 ``datasets/corpus.json``                 the manifest (committed): source, version, path, size, sha256,
                                          licence, split of every photo
 
@@ -206,26 +208,54 @@ def _fetch_debian(package: str, cache: Path) -> Path | None:
     return found[-1]
 
 
-def _debian_photos(cache: Path) -> list[tuple[Entry, np.ndarray | None]]:
+def _known_photos(manifest: Path) -> dict[str, dict]:
+    try:
+        return {p["name"]: p for p in json.loads(manifest.read_text())["photos"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _stored_sources(wanted, sources: Path, known: dict[str, dict]) -> list[tuple[str, bytes, str]] | None:
+    """``(name, bytes, version)`` of every wanted photo from ``sources/`` when all are there and match
+    the manifest's sha256 (a corpus carried to a machine without apt-get), else None."""
+    found = []
+    for name, inner, _ in wanted:
+        path, record = sources / f"{name}{Path(inner).suffix}", known.get(name)
+        if record is None or not path.is_file():
+            return None
+        data = path.read_bytes()
+        if _sha256(data) != record["sha256"]:
+            return None
+        found.append((name, data, record["version"]))
+    return found
+
+
+def _debian_photos(cache: Path, sources: Path, known: dict[str, dict]) -> list[tuple[Entry, np.ndarray]]:
     photos = []
     for package, wanted in DEBIAN_PHOTOS.items():
         if not wanted:
             continue
-        deb = _fetch_debian(package, cache)
-        if deb is None:
-            continue
-        version = _debian_version(deb)
-        with tempfile.TemporaryDirectory() as unpacked:
-            subprocess.run(["dpkg-deb", "-x", str(deb), unpacked], check=True)
-            for name, inner, licence in wanted:
-                source = Path(unpacked, inner).resolve()  # the sizes are symlinks to the largest file
-                data = source.read_bytes()
-                rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-                entry = Entry(
-                    name, f"debian:{package}", version, inner, rgb.shape[1], rgb.shape[0],
-                    _sha256(data), licence, "val" if name in VALIDATION else "train",
-                )  # fmt: skip
-                photos.append((entry, rgb))
+        stored = _stored_sources(wanted, sources, known)
+        if stored is None:
+            deb = _fetch_debian(package, cache)
+            if deb is None:
+                continue
+            version = _debian_version(deb)
+            stored = []
+            with tempfile.TemporaryDirectory() as unpacked:
+                subprocess.run(["dpkg-deb", "-x", str(deb), unpacked], check=True)
+                for name, inner, _ in wanted:
+                    data = Path(unpacked, inner).resolve().read_bytes()  # sizes are symlinks to the largest
+                    sources.mkdir(parents=True, exist_ok=True)
+                    (sources / f"{name}{Path(inner).suffix}").write_bytes(data)  # the original bytes
+                    stored.append((name, data, version))
+        for (name, inner, licence), (_, data, version) in zip(wanted, stored):
+            rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+            entry = Entry(
+                name, f"debian:{package}", version, inner, rgb.shape[1], rgb.shape[0],
+                _sha256(data), licence, "val" if name in VALIDATION else "train",
+            )  # fmt: skip
+            photos.append((entry, rgb))
     return photos
 
 
@@ -310,7 +340,8 @@ def build(out: Path = OUT, manifest: Path = MANIFEST, debian_cache: Path | None 
     """Build the corpus under ``out`` and write ``manifest``; returns the entries."""
     cache = debian_cache or out / "_debs"
     entries = []
-    for entry, rgb in [*_debian_photos(cache), *_python_photos()]:
+    debian = _debian_photos(cache, out / "sources", _known_photos(manifest))
+    for entry, rgb in [*debian, *_python_photos()]:
         crops = write_photo(entry, rgb, out)
         entries.append(entry)
         print(f"{entry.split:5s} {entry.name:28s} {entry.width}x{entry.height} -> {crops} crop(s)")

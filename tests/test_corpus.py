@@ -77,3 +77,50 @@ def test_committed_manifest_matches_the_script():
     assert {p["source"] for p in photos.values()} <= allowed
     assert {n for n, p in photos.items() if p["split"] == "val"} == corpus.VALIDATION
     assert len({p["sha256"] for p in photos.values()}) == len(photos)
+
+
+def test_stored_sources_rebuild_the_debian_photos_without_apt(tmp_path, monkeypatch):
+    """A corpus whose sources/ folder was carried to a machine without apt-get (a GPU machine) rebuilds
+    from those original bytes when they match the manifest's sha256, and refuses ones that do not."""
+    import cv2
+    from skimage import data
+
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    fake = {"fake-wallpapers": [("fake_photo", "usr/p.png", "CC0-1.0")]}
+    monkeypatch.setattr(corpus, "DEBIAN_PHOTOS", fake)
+    monkeypatch.setattr(corpus, "PYTHON_PHOTOS", [])
+    out, manifest = tmp_path / "corpus", tmp_path / "corpus.json"
+    png = cv2.imencode(".png", data.astronaut()[..., ::-1])[1].tobytes()
+    (out / "sources").mkdir(parents=True)
+    (out / "sources" / "fake_photo.png").write_bytes(png)
+    assert corpus.build(out, manifest) == []  # no manifest yet: the bytes are not trusted
+    photo = {"name": "fake_photo", "sha256": corpus._sha256(png), "version": "1.0-1"}
+    manifest.write_text(json.dumps({"photos": [photo]}))
+    (entry,) = corpus.build(out, manifest)
+    assert (entry.source, entry.version, entry.split) == ("debian:fake-wallpapers", "1.0-1", "train")
+    assert (entry.width, entry.height) == (512, 512) and len(list((out / "train_sub").glob("*.png"))) == 4
+    (out / "sources" / "fake_photo.png").write_bytes(png[:-10] + b"0123456789")
+    assert corpus.build(out, manifest) == []
+
+
+@pytest.mark.slow
+def test_gpu_training_command_dry_runs_on_cpu(tmp_path):
+    """bench/gpu_train_defaults.py (the prepared one-GPU command) derives its recipe, trains, validates
+    on the corpus split and exports a strictly loading file with its metadata, here on a CPU."""
+    import subprocess
+
+    from safetensors import safe_open
+
+    if not (REPO / "datasets" / "corpus" / "val").is_dir():
+        pytest.skip("the corpus is not built (python datasets/make_training_set.py)")
+    command = [sys.executable, "bench/gpu_train_defaults.py", "--dry-run", "--only", "denoise"]
+    result = subprocess.run(
+        [*command, "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    run = summary["runs"]["denoise"]
+    assert run["exit"] == 0 and run["iterations"] == 2 and 20 < run["val_psnr"]["corpus_val_color"] < 40
+    with safe_open(str(tmp_path / run["weights"]), "pt") as f:
+        meta = f.metadata()
+    assert meta["iterations"] == "2" and meta["device"] == "cpu (dry run)" and int(meta["wall_time_s"]) >= 0

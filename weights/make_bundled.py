@@ -80,8 +80,30 @@ def markdown_table(scale: int, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def export(task: str, model: str, recipe: str, checkpoint: Path, out_dir: Path) -> Path:
-    """Write the run's EMA weights as the zoo's safetensors file; returns its path."""
+def training_wall_time(run_dir: Path) -> float:
+    """Seconds of training in a BasicSR run folder: the span of each ``train_*.log`` (one per start or
+    resume), from its first to its last timestamped line, added up."""
+    import datetime
+    import re
+
+    stamp = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ INFO: ")
+    total = 0.0
+    for log in sorted(run_dir.glob("train_*.log")):
+        times = [
+            datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+            for line in log.read_text(errors="replace").splitlines()
+            if (m := stamp.match(line))
+        ]
+        if len(times) > 1:
+            total += (times[-1] - times[0]).total_seconds()
+    return total
+
+
+def export(
+    task: str, model: str, recipe: str, checkpoint: Path, out_dir: Path, device: str = "CPU (2 cores)"
+) -> Path:
+    """Write the run's EMA weights as the zoo's safetensors file; returns its path. The metadata records
+    the recipe, total iterations, training wall time (all resumed pieces) and device."""
     from restorer import weights as rw
     from restorer.archs import build_network
     from restorer.tasks import resolve
@@ -99,6 +121,8 @@ def export(task: str, model: str, recipe: str, checkpoint: Path, out_dir: Path) 
         "task": task,
         "recipe": recipe,
         "iterations": rw.training_iteration(checkpoint),
+        "wall_time_s": f"{training_wall_time(checkpoint.parent.parent):.0f}",
+        "device": device,
         "weights": "EMA (params_ema)",
     }
     return rw.save_safetensors(tensors, out_dir / entry.weight_file, metadata)
@@ -226,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--denoise", action="store_true", help="the restore-rwkv-light denoise model")
     which.add_argument("--reflection", action="store_true", help="the rrformer-small reflection model")
     parser.add_argument("--checkpoint", type=Path, help="default: the recipe's net_g_latest.pth")
+    parser.add_argument(
+        "--run", help="the recipe (options/train/RUN.yml) whose experiment to export (default: the first one)"
+    )
+    parser.add_argument("--device-label", default="CPU (2 cores)", help="recorded in the file's metadata")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "weights")
     parser.add_argument("--val-dir", type=Path, default=ROOT / "datasets" / "skimage_sr" / "val")
     parser.add_argument("--json", type=Path, help="also write the per-image numbers here")
@@ -241,11 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         task, model, run = "reflection_removal", REFLECTION_MODEL, "bundled_RRFormer_cpu"
     else:
         task, model, run = f"sr_x{args.scale}", MODEL, f"bundled_CRAFT_SRx{args.scale}_cpu"
+    run = args.run or run
     checkpoint = args.checkpoint or ROOT / "experiments" / run / "models" / "net_g_latest.pth"
     if args.eval_only:
         target = args.out_dir / resolve(task, model).weight_file
     else:
-        target = export(task, model, f"options/train/{run}.yml", checkpoint, args.out_dir)
+        target = export(task, model, f"options/train/{run}.yml", checkpoint, args.out_dir, args.device_label)
     print(f"{target}  sha256={rw.sha256_of(target)}")
     if args.denoise:
         rows = evaluate_denoise(args.val_dir, target)
