@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -49,9 +50,18 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not math.isfinite(value) or value <= 0:  # float() also takes 'nan' and 'inf'
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _name_suffix(text: str) -> str:
+    """An output-name suffix: a plain name part, so outputs always land in the output folder."""
+    if any(sep in text for sep in ("/", "\\", os.sep, os.altsep or "/")) or ".." in text or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"must be a plain name part, without '/', '\\' or '..', got {text!r}"
+        )
+    return text
 
 
 def _nonnegative_int(text: str) -> int:
@@ -100,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="restore / upscale image files and folders",
         description="Restore or upscale images. Folders are read non-recursively unless -r is given; "
         "non-image files are skipped. Outputs go to -o DIR, written atomically; inputs are never "
-        "overwritten.",
+        "overwritten, existing outputs only with --overwrite, and inputs sharing a name get distinct "
+        "output names.",
         formatter_class=_DefaultsFormatter,
     )
     infer.add_argument(
@@ -121,7 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "-s", "--outscale", type=_positive_float, help="final scale, resized with Lanczos after the network"
     )
-    infer.add_argument("--suffix", default="out", help="added to output names: NAME_SUFFIX.EXT ('' for none)")
+    infer.add_argument(
+        "--suffix",
+        type=_name_suffix,
+        default="out",
+        help="added to output names: NAME_SUFFIX.EXT ('' for none)",
+    )
+    infer.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs that already exist (default: keep them and skip their inputs, with a note; "
+        "the medical tasks still replace theirs)",
+    )
     infer.add_argument(
         "--ext",
         default="auto",
@@ -353,7 +375,7 @@ def _entry(model: str, scale: int):
 def cmd_infer(args: argparse.Namespace) -> int:
     from restorer import tasks
     from restorer import weights as rw
-    from restorer.engine.runner import build_restorer, plan_jobs, process_files
+    from restorer.engine.runner import Report, build_restorer, plan_jobs, process_files
 
     out_dir = Path(args.output)
     missing = [p for p in args.inputs if not Path(p).exists()]
@@ -363,12 +385,23 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return _infer_medical(args, out_dir)
     if args.modality or args.previews:
         raise UsageError("--modality and --previews are for the medical tasks (DICOM / NIfTI inputs).")
-    jobs, skipped = plan_jobs(args.inputs, out_dir, recursive=args.recursive)
-    for path in skipped:
-        print(f"note: skipping {path} (not an image file)", file=sys.stderr)
-    if not jobs:
-        raise UsageError(f"No image files found in {', '.join(args.inputs)}.")
     entry = tasks.resolve(args.task, args.model, weights_available=None if args.weights else rw.is_available)
+    plan = plan_jobs(
+        args.inputs,
+        out_dir,
+        recursive=args.recursive,
+        suffix=args.suffix,
+        ext=args.ext,
+        overwrite=args.overwrite,
+    )
+    for path in plan.skipped:
+        print(f"note: skipping {path} (not an image file)", file=sys.stderr)
+    plan.print_notes()
+    if not plan.outputs and not plan.existing and not plan.failed:
+        raise UsageError(f"No image files found in {', '.join(args.inputs)}.")
+    report = Report(failed=list(plan.failed), kept=list(plan.existing))
+    if not plan.outputs:  # nothing left to run: no model is loaded
+        return _finish_report(report, out_dir, "image(s)")
     restorer = build_restorer(
         entry,
         args.weights,
@@ -382,31 +415,40 @@ def cmd_infer(args: argparse.Namespace) -> int:
         print(
             f"{entry.display_name} x{entry.scale} on {restorer.device} "
             f"({str(restorer.dtype).replace('torch.', '')}), "
-            f"{len(jobs)} image(s) -> {out_dir}/",
+            f"{len(plan.outputs)} image(s) -> {out_dir}/",
             file=sys.stderr,
         )
-    report = process_files(
+    done = process_files(
         restorer,
-        jobs,
+        plan.outputs,
         suffix=args.suffix,
         ext=args.ext,
         alpha_mode=args.alpha,
         outscale=args.outscale,
         progress=not args.quiet,
         quality=args.quality,
+        protect=plan.inputs,
+        overwrite=args.overwrite,
     )
+    report.written += done.written
+    report.failed += done.failed
+    report.kept += done.kept
+    report.renamed += done.renamed
     return _finish_report(report, out_dir, "image(s)")
 
 
 def _finish_report(report, out_dir: Path, noun: str) -> int:
-    """Print what was written and what failed; exit status 1 when anything failed."""
-    print(f"Wrote {len(report.written)} {noun} to {out_dir}/", file=sys.stderr)
-    if report.failed:
-        print(f"{len(report.failed)} {noun} failed:", file=sys.stderr)
-        for path, message in report.failed:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return 1
-    return 0
+    """Print what was written, renamed, kept and what failed; exit status 1 when anything failed."""
+    from restorer.engine.output_plan import print_summary
+
+    return print_summary(
+        out_dir,
+        noun,
+        len(report.written),
+        report.failed,
+        getattr(report, "kept", ()),
+        getattr(report, "renamed", ()),
+    )
 
 
 def _infer_medical(args: argparse.Namespace, out_dir: Path) -> int:

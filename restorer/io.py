@@ -28,7 +28,7 @@ import re
 import secrets
 import threading
 import warnings
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from restorer.errors import ImageReadError, ImageWriteError, UsageError
+from restorer.errors import ImageReadError, ImageWriteError, OutputExistsError, UsageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -45,6 +45,7 @@ __all__ = [
     "OUTPUT_EXTS",
     "LoadedImage",
     "apply_orientation",
+    "canonical_ext",
     "collect_images",
     "is_image_file",
     "output_path_for",
@@ -158,7 +159,9 @@ def _scan_folder(folder: Path, recursive: bool, visited: set[Path]) -> Iterator[
 
 
 def collect_images(
-    inputs: Sequence[str | os.PathLike[str]], recursive: bool = False
+    inputs: Sequence[str | os.PathLike[str]],
+    recursive: bool = False,
+    accept: Callable[[Path], bool] = is_image_file,
 ) -> tuple[list[Path], list[Path]]:
     """Expand files and folders given on the command line into a list of image files.
 
@@ -169,6 +172,7 @@ def collect_images(
 
     Returns ``(images, skipped)``: ``skipped`` holds files whose suffix is not an image suffix, so the
     caller can tell the user about them. Raises :class:`ImageReadError` for a path that does not exist.
+    ``accept`` replaces the image-suffix test (e.g. to collect ``.s2l`` files the same way).
     """
     images: list[Path] = []
     skipped: list[Path] = []
@@ -180,7 +184,7 @@ def collect_images(
         if key in seen:
             return
         seen.add(key)
-        (images if is_image_file(path) else skipped).append(path)
+        (images if accept(path) else skipped).append(path)
 
     for item in inputs:
         path = Path(item)
@@ -502,6 +506,11 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 
+def canonical_ext(ext: str) -> str | None:
+    """The canonical output suffix (``'jpg'`` for ``'.JPEG'``) of a format we write, else None."""
+    return _EXT_ALIASES.get(ext.lower().lstrip("."))
+
+
 def resolve_output_ext(ext: str, image: LoadedImage) -> str:
     """The output suffix (no dot) for ``ext`` in ``'auto', 'png', 'jpg', 'webp', 'tif'`` (or ``'bmp'``).
 
@@ -660,22 +669,48 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def write_atomically(target: str | os.PathLike[str], data: bytes) -> Path:
+def _move_into_place_unless_taken(temp: Path, target: Path) -> None:
+    """Give ``temp`` the name ``target`` unless that name is taken (then :class:`OutputExistsError`).
+
+    A hard link fails when the name exists, so a file another program creates meanwhile is never
+    replaced. File systems without hard links (FAT, some network shares) fall back to check-then-rename.
+    """
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise OutputExistsError.at(target) from None
+    except OSError:
+        if os.path.lexists(target):
+            raise OutputExistsError.at(target) from None
+        os.replace(temp, target)
+        return
+    with contextlib.suppress(OSError):
+        temp.unlink()
+
+
+def write_atomically(target: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> Path:
     """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``.
 
     Readers see either the old file or the complete new one. On any exception, KeyboardInterrupt
     included, the temporary file is removed and the exception propagates. Returns ``target`` as a Path.
+    With ``overwrite=False`` an existing ``target`` (a file, folder or link of that name) is left alone
+    and :class:`~restorer.errors.OutputExistsError` is raised instead.
     """
     target = Path(target)
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
+    if not overwrite and os.path.lexists(target):
+        raise OutputExistsError.at(target)
     fd, temp = _open_temp_file(folder, target.name)
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp, target)
+        if overwrite:
+            os.replace(temp, target)
+        else:
+            _move_into_place_unless_taken(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -692,6 +727,7 @@ def write_image(
     quality: int = 95,
     *,
     protect: Collection[str | os.PathLike[str]] = (),
+    overwrite: bool = True,
 ) -> Path:
     """Write float ``[0, 1]`` RGB/gray pixels (and optional alpha) atomically; return the path written.
 
@@ -706,6 +742,8 @@ def write_image(
         quality: 1..100, used by jpg and webp.
         protect: files that must never be overwritten (typically the inputs); writing onto one of them
             raises :class:`ImageWriteError`.
+        overwrite: replace an existing ``path``; when False an existing file is left as it is and
+            :class:`~restorer.errors.OutputExistsError` (an ``ImageWriteError``) is raised.
 
     Raises:
         ImageWriteError: bad arguments, a protected or unwritable target, or an encoder failure. No
@@ -750,13 +788,15 @@ def write_image(
             f"Refusing to write {target}: it would overwrite the input {clash}; choose another output "
             "folder or suffix"
         )
+    if not overwrite and os.path.lexists(target):
+        raise OutputExistsError.at(target)  # before encoding: nothing is spent on an output that is kept
 
     try:
         data = _encode(pixels, alpha, ext, bit_depth, quality)
     except (cv2.error, ValueError, TypeError, OSError) as exc:
         raise ImageWriteError(f"Cannot write image {target}: encoding failed ({exc})") from exc
     try:
-        write_atomically(target, data)
+        write_atomically(target, data, overwrite=overwrite)
     except OSError as exc:
         raise ImageWriteError(f"Cannot write image {target}: {exc.strerror or exc}") from exc
     return target

@@ -4,6 +4,8 @@
 Like the rest of the CLI: user mistakes raise :class:`~restorer.errors.RestorerError` (printed as one
 line, no traceback), a file that fails is reported at the end (exit status 1) while the others are
 written, outputs are written atomically and never over an input, and progress shows with tqdm.
+Output names are planned first (:mod:`restorer.engine.output_plan`): inputs sharing a name get
+distinct outputs, and an existing file is kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ def register(subparsers, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     compress.add_argument(
         "--threads", type=int, default=1, help="threads of the entropy model (stored in the file)"
     )
-    compress.add_argument("-r", "--recursive", action="store_true", help="also read sub-folders")
+    compress.add_argument(
+        "-r", "--recursive", action="store_true", help="also read sub-folders (outputs all go into DIR)"
+    )
+    compress.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace .s2l files that exist (default: keep them, with a note)",
+    )
     compress.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-file lines")
     compress.set_defaults(func=cmd_compress)
 
@@ -75,6 +84,11 @@ def register(subparsers, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     decompress.add_argument(
         "--device", default="auto", help="auto (the kind recorded in the file), cpu, cuda or cuda:N"
     )
+    decompress.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace images that exist (default: keep them, e.g. the original photo, with a note)",
+    )
     decompress.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-file lines")
     decompress.set_defaults(func=cmd_decompress)
 
@@ -85,28 +99,15 @@ def _device(spec: str):
     return resolve_device(spec)
 
 
-def _collect(
-    inputs: list[str], suffixes: tuple[str, ...] | None, recursive: bool
-) -> tuple[list[Path], list[Path]]:
-    """Files named directly are taken as given; folders contribute files with the wanted suffix."""
-    from restorer import io as rio
+def _gather(inputs: list[str], out_dir: Path, recursive: bool, accept=None, take_named: bool = False):
+    """Candidates for the output plan: files named directly, and the wanted files of folders."""
+    from restorer.engine.output_plan import gather
 
     missing = [p for p in inputs if not Path(p).exists()]
     if missing:
         raise UsageError(f"No such file or folder: {', '.join(missing)}")
-    if suffixes is None:
-        return rio.collect_images(inputs, recursive=recursive)
-    found: list[Path] = []
-    skipped: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for path in sorted(item.glob(pattern)):
-                if path.is_file() and not path.name.startswith("."):
-                    (found if path.suffix.lower() in suffixes else skipped).append(path)
-        else:
-            found.append(item)
-    return list(dict.fromkeys(found)), skipped
+    kwargs = {"accept": accept} if accept is not None else {}
+    return gather(inputs, out_dir, recursive=recursive, mirror=False, take_named=take_named, **kwargs)
 
 
 def _progress(items, quiet: bool, unit: str):
@@ -115,68 +116,109 @@ def _progress(items, quiet: bool, unit: str):
     return tqdm(items, unit=unit, disable=quiet or len(items) < 2, file=sys.stderr)
 
 
-def _report(failed: list[tuple[Path, str]], written: int, what: str, out_dir: Path) -> int:
-    print(f"Wrote {written} {what} to {out_dir}/", file=sys.stderr)
-    if failed:
-        print(f"{len(failed)} file(s) failed:", file=sys.stderr)
-        for path, message in failed:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return 1
-    return 0
+def _report(
+    failed: list[tuple[Path, str]],
+    written: int,
+    what: str,
+    out_dir: Path,
+    kept: list[tuple[Path, Path]] = (),
+    renamed: list[tuple[Path, Path]] = (),
+) -> int:
+    from restorer.engine.output_plan import print_summary
+
+    return print_summary(out_dir, what, written, failed, kept, renamed, failed_noun="file(s)")
+
+
+def _write(target: Path, data: bytes, overwrite: bool) -> None:
+    from restorer import io as rio
+    from restorer.errors import ImageWriteError
+
+    try:
+        rio.write_atomically(target, data, overwrite=overwrite)
+    except OSError as exc:
+        raise ImageWriteError(f"Cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from restorer import io as rio
     from restorer.codec.api import bits_per_pixel, compress_image, load_codec
+    from restorer.engine.output_plan import plan_outputs
+    from restorer.errors import OutputExistsError, one_line_message
 
     if args.quality is not None and args.quality < 1:
         raise UsageError(f"--quality must be >= 1, got {args.quality}")
     if not 1 <= args.threads <= 255:
         raise UsageError(f"--threads must be 1..255, got {args.threads}")
-    images, skipped = _collect(args.inputs, None, args.recursive)
+    out_dir = Path(args.output)
+    images, skipped = _gather(args.inputs, out_dir, args.recursive)
     for path in skipped:
         print(f"note: skipping {path} (not an image file)", file=sys.stderr)
     if not images:
         raise UsageError(f"No image files found in {', '.join(args.inputs)}.")
-    codec = load_codec(args.model, args.quality, args.weights, _device(args.device), args.threads)
-    out_dir = Path(args.output)
-    if not args.quiet:
-        print(f"{codec.variant} on {codec.device}: {len(images)} image(s) -> {out_dir}/", file=sys.stderr)
-    failed: list[tuple[Path, str]] = []
+    plan = plan_outputs(images, out_dir, ext=SUFFIX, overwrite=args.overwrite)
+    plan.print_notes()
+    failed = list(plan.failed)
+    kept = list(plan.existing)
+    renamed: list[tuple[Path, Path]] = []
     written = 0
-    for path in _progress(images, args.quiet, "image"):
+    if not plan.outputs:  # nothing left to do: no model is loaded
+        return _report(failed, written, "file(s)", out_dir, kept)
+    codec = load_codec(args.model, args.quality, args.weights, _device(args.device), args.threads)
+    if not args.quiet:
+        print(
+            f"{codec.variant} on {codec.device}: {len(plan.outputs)} image(s) -> {out_dir}/", file=sys.stderr
+        )
+    for item in _progress(plan.outputs, args.quiet, "image"):
+        path, target = item.source, item.target(SUFFIX)
         try:
             image = rio.read_image(path)
             if image.has_alpha:
                 print(f"note: {path}: the alpha channel is not coded", file=sys.stderr)
+            height, width = image.height, image.width
             data = compress_image(codec, image.pixels)
-            target = out_dir / (path.stem + SUFFIX)
-            if target.resolve() == path.resolve():
-                raise UsageError(f"refusing to overwrite the input {path}")
-            rio.write_atomically(target, data)
+            del image
+            _write(target, data, args.overwrite)
             written += 1
+            if item.renamed:
+                renamed.append((path, target))
             if not args.quiet:
-                bpp = bits_per_pixel(len(data), image.height, image.width)
+                bpp = bits_per_pixel(len(data), height, width)
                 print(f"{path} -> {target} ({len(data)} bytes, {bpp:.4f} bpp)", file=sys.stderr)
+        except OutputExistsError:
+            kept.append((path, target))
+            print(
+                f"note: skipping {path}: {target} already exists (--overwrite replaces it)", file=sys.stderr
+            )
         except RestorerError as exc:
             failed.append((path, str(exc)))
-    return _report(failed, written, "file(s)", out_dir)
+        except Exception as exc:  # e.g. MemoryError on a huge image: reported, and the batch goes on
+            failed.append((path, one_line_message(exc)))
+    return _report(failed, written, "file(s)", out_dir, kept, renamed)
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from restorer import io as rio
     from restorer.codec.api import decompress_bytes, load_codec, read_header
+    from restorer.engine.output_plan import plan_outputs
+    from restorer.errors import OutputExistsError, one_line_message
 
-    files, skipped = _collect(args.inputs, (SUFFIX,), recursive=False)
+    out_dir = Path(args.output)
+    files, skipped = _gather(
+        args.inputs, out_dir, False, accept=lambda path: path.suffix.lower() == SUFFIX, take_named=True
+    )
     for path in skipped:
         print(f"note: skipping {path} (not a {SUFFIX} file)", file=sys.stderr)
     if not files:
         raise UsageError(f"No {SUFFIX} files found in {', '.join(args.inputs)}.")
-    out_dir = Path(args.output)
+    plan = plan_outputs(files, out_dir, ext="png", overwrite=args.overwrite)
+    plan.print_notes()
     codecs: dict[tuple[str, str], object] = {}
-    failed: list[tuple[Path, str]] = []
+    failed = list(plan.failed)
+    kept = list(plan.existing)
+    renamed: list[tuple[Path, Path]] = []
     written = 0
-    for path in _progress(files, args.quiet, "file"):
+    for item in _progress(plan.outputs, args.quiet, "file"):
+        path, target = item.source, item.target("png")
         try:
             try:
                 data = path.read_bytes()
@@ -189,11 +231,19 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             if key not in codecs:
                 codecs[key] = load_codec(variant, None, args.weights, device)
             pixels = decompress_bytes(codecs[key], data)
-            target = out_dir / (path.stem + ".png")
-            rio.write_image(target, pixels, protect=files)
+            rio.write_image(target, pixels, protect=plan.inputs, overwrite=args.overwrite)
             written += 1
+            if item.renamed:
+                renamed.append((path, target))
             if not args.quiet:
                 print(f"{path} -> {target} ({header.width}x{header.height})", file=sys.stderr)
+        except OutputExistsError:
+            kept.append((path, target))
+            print(
+                f"note: skipping {path}: {target} already exists (--overwrite replaces it)", file=sys.stderr
+            )
         except RestorerError as exc:
             failed.append((path, str(exc)))
-    return _report(failed, written, "image(s)", out_dir)
+        except Exception as exc:  # e.g. MemoryError: reported, and the batch goes on
+            failed.append((path, one_line_message(exc)))
+    return _report(failed, written, "image(s)", out_dir, kept, renamed)

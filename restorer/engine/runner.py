@@ -1,7 +1,8 @@
 """Run a model over images and folders: device, precision, tiling, alpha, bit depth, progress.
 
 ``Restorer`` holds one loaded model; ``process_files`` drives it over many files, writing each
-output atomically and carrying on past a bad file, which it reports at the end.
+output atomically and carrying on past a bad file, which it reports at the end. ``plan_jobs`` decides
+every output name first (see :mod:`restorer.engine.output_plan`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 import torch
 
 from restorer import io as rio
+from restorer.engine.output_plan import OutputPlan, PlannedOutput, gather, plan_outputs
 from restorer.engine.tiling import TileSettings, count_tiles, run_tiled_with_oom_retry
-from restorer.errors import RestorerError, UsageError
+from restorer.errors import OutputExistsError, RestorerError, UsageError, one_line_message
 from restorer.zoo import ZooEntry
 
 log = logging.getLogger(__name__)
@@ -256,12 +258,8 @@ def build_restorer(
     return Restorer(entry, model, torch_device, dtype, TileSettings(tile, tile_overlap), on_message)
 
 
-@dataclass
-class Job:
-    """One input file and where its output goes."""
-
-    source: Path
-    target_dir: Path
+Job = PlannedOutput
+"""One input file, the folder its output goes to and (when planned) the output's name."""
 
 
 @dataclass
@@ -269,28 +267,34 @@ class Report:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    kept: list[tuple[Path, Path]] = field(default_factory=list)
+    """(input, output) pairs not processed because the output exists (no ``overwrite``)."""
+    renamed: list[tuple[Path, Path]] = field(default_factory=list)
+    """(input, output) pairs written under a name changed to keep apart inputs that share a name."""
 
 
 def plan_jobs(
-    inputs: Sequence[str | os.PathLike], out_dir: Path, recursive: bool = False
-) -> tuple[list[Job], list[Path]]:
-    """Expand files and folders into jobs; files found in sub-folders keep their relative folder
-    under ``out_dir`` so that equal names never collide."""
-    jobs: list[Job] = []
-    skipped: list[Path] = []
-    seen: set[Path] = set()
-    for raw in inputs:
-        root = Path(raw)
-        images, ignored = rio.collect_images([root], recursive=recursive)
-        skipped += ignored
-        for path in images:
-            key = path.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            rel = path.parent.relative_to(root) if root.is_dir() else Path()
-            jobs.append(Job(path, out_dir / rel))
-    return jobs, skipped
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    recursive: bool = False,
+    suffix: str = "",
+    ext: str = "auto",
+    overwrite: bool = False,
+) -> OutputPlan:
+    """Expand files and folders into an output plan (``plan.outputs`` are the jobs, ``plan.skipped``
+    the non-image files). Files found in sub-folders keep their relative folder under ``out_dir``;
+    inputs that would still share an output name get distinct ones, an existing output is kept unless
+    ``overwrite``, and earlier outputs inside ``out_dir`` are not taken as inputs."""
+    fixed_ext = None
+    if ext.lower().lstrip(".") != "auto":
+        fixed_ext = rio.canonical_ext(ext)
+        if fixed_ext is None:
+            choices = ", ".join(("auto", *rio.OUTPUT_EXTS))
+            raise UsageError(f"Unknown output format {ext!r}; choose one of: {choices}")
+    candidates, skipped = gather(inputs, out_dir, recursive=recursive)
+    plan = plan_outputs(candidates, out_dir, suffix=suffix, ext=fixed_ext, overwrite=overwrite)
+    plan.skipped = skipped
+    return plan
 
 
 def process_files(
@@ -302,19 +306,30 @@ def process_files(
     outscale: float | None = None,
     progress: bool = True,
     quality: int = 95,
+    *,
+    protect: Sequence[str | os.PathLike] | None = None,
+    overwrite: bool = True,
 ) -> Report:
-    """Restore every job's file and write it atomically; a bad file is recorded and skipped."""
+    """Restore every job's file and write it atomically; a bad file is recorded and skipped.
+
+    A job with a planned name (from :func:`plan_jobs`) is written as ``NAME.EXT``, otherwise as
+    ``STEM_SUFFIX.EXT``. ``protect`` lists files never written over (default: the jobs' inputs). With
+    ``overwrite=False`` a job whose output exists is skipped before its model runs (``report.kept``).
+    """
     from tqdm import tqdm
 
     report = Report()
-    protect = [job.source for job in jobs]
+    protect = list(protect) if protect is not None else [job.source for job in jobs]
     bar = tqdm(jobs, unit="img", disable=not progress, dynamic_ncols=True)
     for job in bar:
         bar.set_postfix_str(job.source.name[-40:])
+        target = None
         try:
             image = rio.read_image(job.source)
             out_ext = rio.resolve_output_ext(ext, image)
-            target = rio.output_path_for(job.source, job.target_dir, suffix, out_ext)
+            target = job.target(out_ext, suffix)
+            if not overwrite and os.path.lexists(target):
+                raise OutputExistsError.at(target)
             tiles = restorer.tile_count(image.height, image.width)
             tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=not progress or tiles < 2)
 
@@ -329,13 +344,26 @@ def process_files(
                 tile_bar.close()
             bit_depth = image.bit_depth
             del image  # its float pixels are 12 bytes a pixel: not kept alive while the output is encoded
-            rio.write_image(target, pixels, alpha, bit_depth=bit_depth, quality=quality, protect=protect)
+            rio.write_image(
+                target,
+                pixels,
+                alpha,
+                bit_depth=bit_depth,
+                quality=quality,
+                protect=protect,
+                overwrite=overwrite,
+            )
             report.written.append(target)
+            if job.renamed:
+                report.renamed.append((job.source, target))
+        except OutputExistsError:
+            report.kept.append((job.source, target))
+            bar.write(f"note: skipping {job.source}: {target} already exists (--overwrite replaces it)")
         except RestorerError as exc:
             report.failed.append((job.source, str(exc)))
             bar.write(f"error: {exc}")
-        except Exception as exc:  # keep going past one bad file; reported at the end
-            message = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # keep going past one bad file (MemoryError included); reported at the end
+            message = one_line_message(exc)
             report.failed.append((job.source, message))
             bar.write(f"error: {job.source}: {message}")
     bar.close()
