@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def load_model(
-    task: str,
+    task: str | None = None,
     model: str | None = None,
     weights: str | os.PathLike | None = None,
     device: str = "auto",
@@ -29,11 +29,23 @@ def load_model(
     tile: int | None = None,
     tile_overlap: int | None = None,
 ) -> Restorer:
-    """Resolve ``task``/``model`` through the router and load the model with its weights."""
+    """Resolve ``task``/``model`` through the router and load the model with its weights.
+
+    ``load_model(weights="x.pth")`` recognises the file's architecture, variant and scale from its
+    state dict (no ``model`` or ``task`` needed). ``str()`` of the result says what was loaded.
+    """
     from restorer import tasks
     from restorer import weights as rw
     from restorer.engine.runner import build_restorer
+    from restorer.errors import UsageError
 
+    if weights is not None and model is None:
+        from restorer.detect import entry_for_task, inspect_checkpoint
+
+        found = entry_for_task(inspect_checkpoint(weights), task)
+        task, model = task or found.tasks[0], found.model
+    if task is None:
+        raise UsageError("load_model needs a task, or weights= a checkpoint file to recognise.")
     available = None if weights else rw.is_available
     entry = tasks.resolve(task, model, weights_available=available)
     return build_restorer(entry, weights, device, precision, tile, tile_overlap)

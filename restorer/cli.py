@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         "NIfTI (.nii, .nii.gz) files (folders are then searched recursively)",
     )
     infer.add_argument(
-        "--task", required=True, choices=_infer_tasks(), help="what to do (see `restorer models`)"
+        "--task",
+        choices=_infer_tasks(),
+        help="what to do (see `restorer models`); may be left out with --weights FILE, whose model decides",
     )
     infer.add_argument("-o", "--output", default="results", help="output folder")
     infer.add_argument(
@@ -321,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_codec(sub, formatter_class=_DefaultsFormatter)
 
+    inspect = sub.add_parser(
+        "inspect",
+        help="say what a weight file is: architecture, variant, scale, task",
+        description="Read a checkpoint (.pth/.pt/.safetensors; no code is executed) and print what it is, "
+        "recognised from its key names and tensor shapes alone, whatever the file is called.",
+    )
+    inspect.add_argument("files", nargs="+", metavar="FILE", help="weight files")
+    inspect.set_defaults(func=cmd_inspect)
+
     models = sub.add_parser("models", help="list tasks, their models and which weights are present")
     models.set_defaults(func=cmd_models)
 
@@ -381,6 +392,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         raise UsageError(f"No such file or folder: {', '.join(missing)}")
+    if args.weights and not args.model:
+        detected = _detect_weights(args.weights, args.task)
+        args.task, args.model = args.task or detected.tasks[0], detected.model
+    if not args.task:
+        raise UsageError(
+            "Give --task TASK (see `restorer models`), or --weights FILE to let the file decide."
+        )
     if tasks.get_task(args.task).kind == "medical":
         return _infer_medical(args, out_dir)
     if args.modality or args.previews:
@@ -435,6 +453,39 @@ def cmd_infer(args: argparse.Namespace) -> int:
     report.kept += done.kept
     report.renamed += done.renamed
     return _finish_report(report, out_dir, "image(s)")
+
+
+def _detect_weights(path: str, task: str | None):
+    """The zoo entry a weight file fits (for ``task`` when given), said in one line on stderr."""
+    from restorer.detect import entry_for_task, inspect_checkpoint
+
+    if not Path(path).is_file():
+        raise UsageError(f"Weight file not found: {path}")
+    info = inspect_checkpoint(path)
+    entry = entry_for_task(info, task)
+    print(
+        f"note: {Path(path).name} is {entry.display_name} x{entry.scale} (--model {entry.model})",
+        file=sys.stderr,
+    )
+    return entry
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from restorer.detect import inspect_checkpoint
+    from restorer.errors import RestorerError
+
+    failed = 0
+    for index, path in enumerate(args.files):
+        if index:
+            print()
+        try:
+            if not Path(path).is_file():
+                raise UsageError(f"Weight file not found: {path}")
+            print(inspect_checkpoint(path).describe())
+        except RestorerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
 
 
 def _finish_report(report, out_dir: Path, noun: str) -> int:

@@ -176,20 +176,29 @@ def _key_pattern(keys: Iterable[str]) -> frozenset[str]:
     return frozenset(re.sub(r"\.\d+\.", ".#.", k) for k in keys)
 
 
+_SIGNATURES: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
+def zoo_signature(entry: ZooEntry) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the entry's network (built once per configuration on the meta device, then
+    remembered: detection compares a file against many variants)."""
+    import torch
+
+    from restorer.archs import build_network
+
+    config = repr(entry.network_g)
+    if config not in _SIGNATURES:
+        with torch.device("meta"):
+            _SIGNATURES[config] = signature_of(build_network(entry.network_options()))
+    return _SIGNATURES[config]
+
+
 def fitting_variants(state: Mapping[str, Any], candidates: Iterable[ZooEntry]) -> list[ZooEntry]:
     """Zoo entries whose networks have exactly these names and shapes (built on the meta device).
 
     Architectures whose key pattern differs are ruled out from one network each, so a mismatch
     message costs a few meta-device builds, not one per variant.
     """
-    import torch
-
-    from restorer.archs import build_network
-
-    def signature(entry: ZooEntry) -> dict[str, tuple[int, ...]]:
-        with torch.device("meta"):
-            return signature_of(build_network(entry.network_options()))
-
     wanted = {k: tuple(v.shape) for k, v in state.items()}
     pattern = _key_pattern(wanted)
     by_arch: dict[str, list[ZooEntry]] = {}
@@ -197,15 +206,9 @@ def fitting_variants(state: Mapping[str, Any], candidates: Iterable[ZooEntry]) -
         by_arch.setdefault(entry.arch, []).append(entry)
     fits: list[ZooEntry] = []
     for entries_of_arch in by_arch.values():
-        if _key_pattern(signature(entries_of_arch[0])) != pattern:
+        if _key_pattern(zoo_signature(entries_of_arch[0])) != pattern:
             continue
-        seen: dict[str, bool] = {}
-        for entry in entries_of_arch:
-            config = repr(entry.network_g)
-            if config not in seen:
-                seen[config] = signature(entry) == wanted
-            if seen[config]:
-                fits.append(entry)
+        fits += [entry for entry in entries_of_arch if zoo_signature(entry) == wanted]
     return fits
 
 

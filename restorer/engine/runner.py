@@ -143,10 +143,18 @@ class Restorer:
     dtype: torch.dtype
     tile: TileSettings = field(default_factory=TileSettings)
     on_message: Callable[[str], None] | None = None
+    weights: Path | None = None  # the file the weights came from
 
     @property
     def scale(self) -> int:
         return self.entry.scale
+
+    def __str__(self) -> str:
+        entry = self.entry
+        source = f" from {self.weights}" if self.weights else ""
+        dtype = str(self.dtype).replace("torch.", "")
+        what = f"{entry.display_name} x{self.scale} ({entry.arch}, --model {entry.model})"
+        return f"{what}{source} on {self.device} ({dtype})"
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -255,7 +263,7 @@ def build_restorer(
         raise UsageError(f"--tile must be 0 (whole image) or a positive size, got {tile}.")
     if tile_overlap is not None and tile_overlap < 0:
         raise UsageError(f"--tile-overlap must be >= 0, got {tile_overlap}.")
-    return Restorer(entry, model, torch_device, dtype, TileSettings(tile, tile_overlap), on_message)
+    return Restorer(entry, model, torch_device, dtype, TileSettings(tile, tile_overlap), on_message, path)
 
 
 Job = PlannedOutput
