@@ -989,13 +989,14 @@ def run_benchmark(
     progress: bool = True,
     on_message: Callable[[str], None] | None = None,
     baselines: bool = True,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate each model on each test set; returns the results in the JSON schema::
 
     {"task", "scale", "memory_measure", "test_sets": {set: {"path", "layout", "lr", "images"}},
      ["input": {set: {metric, ..., "images": {stem: {metric}}}}]  (scale-1 tasks: the untouched input)
      ["baselines": {name: {set: {metric, ..., "sec_per_image", "images"}}}]  (bicubic, bm3d, ...)
-     "models": {name: {"display_name", "weights", "params_m",
+     "models": {name: {"display_name", "weights", "params_m",   (with tta, also "name+": the x8 ensemble)
                        "datasets": {set: {"psnr_y", "ssim_y", ["psnr_rgb", "ssim_rgb"], ["lpips"],
                                           "sec_per_image", "peak_memory_mb",
                                           "images": {stem: {"psnr_y", "ssim_y", ...}}}}}}}
@@ -1094,31 +1095,34 @@ def run_benchmark(
         restorer = build_restorer(
             entry, request.weights, device, precision, tile, tile_overlap, on_message=note
         )
-        model_result: dict[str, Any] = {
-            "display_name": entry.display_name,
-            "weights": str(rw.require_weights(entry, request.weights)),
-            "params_m": sum(p.numel() for p in restorer.model.parameters()) / 1e6,
-            "datasets": {},
-        }
-        for ts in test_sets:
-            save_dir = Path(save_images) / key / ts.name if save_images else None
-            evaluated = evaluate(
-                restorer,
-                load_samples(ts.pairs, scale, degradation),
-                metrics,
-                total=len(ts.pairs),
-                desc=f"{key} {ts.name}",
-                progress=progress,
-                save_dir=save_dir,
-                protect=[p for pair in ts.pairs for p in (pair.lr, pair.hr) if p is not None],
-            )
-            summary: dict[str, Any] = {spec_.name: evaluated.mean(spec_.name) for spec_ in metrics}
-            summary["sec_per_image"] = evaluated.sec_per_image
-            summary["peak_memory_mb"] = evaluated.peak_memory_bytes / 2**20
-            summary["images"] = evaluated.images
-            model_result["datasets"][ts.name] = summary
-            results["memory_measure"] = evaluated.memory_measure
-        results["models"][key] = model_result
+        for ensemble in (False, True) if tta else (False,):
+            restorer.tta = ensemble
+            row_key = f"{key}+" if ensemble else key  # the papers' "+" rows: x8 self-ensemble
+            model_result: dict[str, Any] = {
+                "display_name": entry.display_name + (" (x8 self-ensemble)" if ensemble else ""),
+                "weights": str(rw.require_weights(entry, request.weights)),
+                "params_m": sum(p.numel() for p in restorer.model.parameters()) / 1e6,
+                "datasets": {},
+            }
+            for ts in test_sets:
+                save_dir = Path(save_images) / row_key / ts.name if save_images else None
+                evaluated = evaluate(
+                    restorer,
+                    load_samples(ts.pairs, scale, degradation),
+                    metrics,
+                    total=len(ts.pairs),
+                    desc=f"{row_key} {ts.name}",
+                    progress=progress,
+                    save_dir=save_dir,
+                    protect=[p for pair in ts.pairs for p in (pair.lr, pair.hr) if p is not None],
+                )
+                summary: dict[str, Any] = {spec_.name: evaluated.mean(spec_.name) for spec_ in metrics}
+                summary["sec_per_image"] = evaluated.sec_per_image
+                summary["peak_memory_mb"] = evaluated.peak_memory_bytes / 2**20
+                summary["images"] = evaluated.images
+                model_result["datasets"][ts.name] = summary
+                results["memory_measure"] = evaluated.memory_measure
+            results["models"][row_key] = model_result
         del restorer
     return results
 

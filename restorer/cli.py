@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="compute precision"
     )
     infer.add_argument(
+        "--tta",
+        action="store_true",
+        help="x8 self-ensemble (flips and rotations, averaged): a little better, 8x slower",
+    )
+    infer.add_argument(
         "--alpha", default="model", choices=["model", "bicubic"], help="how to upscale an alpha channel"
     )
     infer.add_argument(
@@ -275,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     bench.add_argument(
         "--precision", default="fp32", choices=["auto", "fp32", "fp16", "bf16"], help="compute precision"
+    )
+    bench.add_argument(
+        "--tta", action="store_true", help="also score each model with the x8 self-ensemble (rows NAME+)"
     )
     bench.add_argument(
         "--no-baselines",
@@ -428,6 +436,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         args.tile,
         args.tile_overlap,
         on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+        tta=args.tta,
     )
     if not args.quiet:
         print(
@@ -589,6 +598,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         on_message=lambda m: print(f"note: {m}", file=sys.stderr),
         baselines=args.baselines,
+        tta=args.tta,
     )
     out = Path(args.out)
     plot_path = None if args.plot is None else (args.plot or out / f"{args.task}.png")

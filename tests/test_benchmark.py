@@ -440,3 +440,16 @@ def test_bicubic_baseline_row_is_matlab_bicubic_of_the_same_inputs(tmp_path, tin
     assert "| bicubic (baseline) | - |" in (out / "sr_x2.md").read_text()
     assert main([*argv, "--no-baselines"]) == 0
     assert "baselines" not in json.loads((out / "sr_x2.json").read_text())
+
+
+def test_benchmark_tta_adds_the_plus_rows(tmp_path, tiny_zoo, capsys):
+    flat = tmp_path / "Flat2"
+    _make_layout(flat, "flat", 2, with_lr=False)
+    out = tmp_path / "report"
+    argv = ["benchmark", "--task", "sr_x2", "-m", "tiny-hat", "-d", str(flat), "-o", str(out), "-q"]
+    assert main([*argv, "--tta", "--no-baselines"]) == 0
+    results = json.loads((out / "sr_x2.json").read_text())
+    assert set(results["models"]) == {"tiny-hat", "tiny-hat+"}
+    plain, ensembled = (results["models"][k]["datasets"]["Flat2"] for k in ("tiny-hat", "tiny-hat+"))
+    assert plain["psnr_y"] != ensembled["psnr_y"]
+    assert "x8 self-ensemble" in results["models"]["tiny-hat+"]["display_name"]

@@ -133,6 +133,10 @@ def bleed_transparent_colors(rgb: np.ndarray, alpha: np.ndarray, passes: int = 6
     return out
 
 
+TTA_POSES = tuple((flip, turns) for flip in (False, True) for turns in range(4))
+"""The eight poses of the self-ensemble: (horizontal flip first, then this many 90-degree turns)."""
+
+
 @dataclass
 class Restorer:
     """One loaded image-to-image model, ready to run on any image size."""
@@ -144,6 +148,7 @@ class Restorer:
     tile: TileSettings = field(default_factory=TileSettings)
     on_message: Callable[[str], None] | None = None
     weights: Path | None = None  # the file the weights came from
+    tta: bool = False  # x8 self-ensemble: flips and 90-degree rotations, outputs averaged
 
     @property
     def scale(self) -> int:
@@ -160,7 +165,28 @@ class Restorer:
         return self.model(x)
 
     def run_tensor(self, x: torch.Tensor, on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """(1, C, H, W) float32 CPU in [0, 1] -> (1, C', H·s, W·s) float32 CPU (not clamped)."""
+        """(1, C, H, W) float32 CPU in [0, 1] -> (1, C', H·s, W·s) float32 CPU (not clamped).
+
+        With ``tta`` the x8 self-ensemble (the "+" rows of the HAT and DRCT papers): the input in each of
+        the eight flip/rotation poses goes through the same tiled engine, each output is turned back and
+        the eight are averaged; memory stays bounded (one pose at a time, plus the running sum).
+        """
+        if not self.tta:
+            return self._run_tiled(x, on_tile)
+        total: torch.Tensor | None = None
+        for pose, (flip, turns) in enumerate(TTA_POSES):
+
+            def progress(done: int, count: int, pose: int = pose) -> None:
+                if on_tile is not None:
+                    on_tile(pose * count + done, len(TTA_POSES) * count)
+
+            posed = torch.rot90(x.flip(-1) if flip else x, turns, dims=(-2, -1))
+            out = torch.rot90(self._run_tiled(posed.contiguous(), progress), -turns, dims=(-2, -1))
+            out = out.flip(-1) if flip else out
+            total = out.contiguous() if total is None else total.add_(out)
+        return total.div_(len(TTA_POSES))
+
+    def _run_tiled(self, x: torch.Tensor, on_tile: Callable[[int, int], None] | None) -> torch.Tensor:
         out, used = run_tiled_with_oom_retry(
             self._forward,
             x,
@@ -241,6 +267,7 @@ def build_restorer(
     tile: int | None = None,
     tile_overlap: int | None = None,
     on_message: Callable[[str], None] | None = None,
+    tta: bool = False,
 ) -> Restorer:
     """Build ``entry``'s network, load its weights strictly, and place it on the device."""
     from restorer import weights as rw
@@ -263,7 +290,9 @@ def build_restorer(
         raise UsageError(f"--tile must be 0 (whole image) or a positive size, got {tile}.")
     if tile_overlap is not None and tile_overlap < 0:
         raise UsageError(f"--tile-overlap must be >= 0, got {tile_overlap}.")
-    return Restorer(entry, model, torch_device, dtype, TileSettings(tile, tile_overlap), on_message, path)
+    return Restorer(
+        entry, model, torch_device, dtype, TileSettings(tile, tile_overlap), on_message, path, tta
+    )
 
 
 Job = PlannedOutput
