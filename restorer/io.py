@@ -26,6 +26,7 @@ import io
 import os
 import re
 import secrets
+import stat
 import threading
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -298,6 +299,21 @@ def _pillow_bomb_limit_lifted() -> Iterator[None]:
 
 
 def _read_bytes(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode  # follows links: a link to /dev/zero is a device, not a file
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"Cannot read image {path}: no such file") from exc
+    except OSError as exc:
+        raise ImageReadError(f"Cannot read image {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
+        raise ImageReadError(f"Cannot read image {path}: it is {kind}, not a regular file")
     try:
         data = path.read_bytes()
     except IsADirectoryError as exc:

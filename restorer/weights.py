@@ -237,6 +237,13 @@ def load_into(model, state: Mapping[str, Any], entry: ZooEntry | None = None, so
             else " No model in the zoo has this layout."
         )
         raise CheckpointError(f"{source} does not fit {target}: {'; '.join(parts)}.{hint}")
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            bad = int((~value.isfinite()).sum())
+            raise CheckpointError(
+                f"{source} holds {bad} NaN or infinite value(s) in {key}: the file is damaged, or comes "
+                "from a training run that diverged."
+            )
     model.load_state_dict(state, strict=True)
     return model
 

@@ -330,3 +330,36 @@ def test_cli_compress_memory_error_fails_one_file_and_the_batch_goes_on(
     err = capsys.readouterr().err
     assert (out / "good.s2l").is_file() and not (out / "huge.s2l").exists()
     assert "huge.png: not enough memory" in err and "Traceback" not in err
+
+
+def test_a_fifo_or_device_is_a_clear_error_not_a_hang(tmp_path):
+    import os
+
+    from restorer import io as rio
+    from restorer.errors import ImageReadError
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match="it is a FIFO, not a regular file"):
+        rio.read_image(fifo)
+    link = tmp_path / "zero.png"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ImageReadError, match="it is a device, not a regular file"):
+        rio.read_image(link)
+
+
+def test_nan_weights_are_a_clear_error_at_load(tmp_path):
+    import torch
+
+    from restorer import zoo
+    from restorer.archs import build_network
+    from restorer.errors import CheckpointError
+    from restorer.weights import load_checkpoint
+
+    entry = zoo.get_entry("craft", 2)
+    state = build_network(entry.network_options()).state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first][..., 0] = float("nan")
+    torch.save({"params": state}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=f"NaN or infinite value.*in {first}"):
+        load_checkpoint(build_network(entry.network_options()), tmp_path / "bad.pth", entry)
