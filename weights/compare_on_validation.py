@@ -6,7 +6,8 @@ It builds the recipe's validation datasets exactly as training does (same degrad
 and reports BasicSR's PSNR with the recipe's ``val.metrics`` settings for each file::
 
     python weights/compare_on_validation.py options/train/bundled_CRAFT_SRx2_corpus.yml \\
-        weights/restorer_CRAFT_SRx2_skimage.safetensors experiments/bundled_CRAFT_SRx2_corpus/models/net_g_latest.pth
+        weights/restorer_CRAFT_SRx2_skimage.safetensors \\
+        experiments/bundled_CRAFT_SRx2_corpus/models/net_g_latest.pth
 """
 
 from __future__ import annotations
