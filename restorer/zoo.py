@@ -715,6 +715,20 @@ _ENTRIES.append(
     )
 )
 
+# The public code's behaviour: its Swin block returns its input, so a checkpoint trained with that code
+# has untrained Swin weights that the published configuration above would run. Same keys and shapes as
+# `rrformer`, so a file cannot say which it is: the user chooses with --model rrformer-public.
+_ENTRIES.append(
+    replace(
+        _entry_in(_ENTRIES, "rrformer", 1),
+        model="rrformer-public",
+        display_name="RRFormer (public code: identity Swin block)",
+        network_g=_freeze({**_thaw(_entry_in(_ENTRIES, "rrformer", 1).network_g), "swin_residual": False}),
+        notes="for checkpoints trained with the public RRFormer code, whose Swin block returns its input; "
+        "also needs torchvision's ImageNet VGG19 file vgg19-dcbb9e9d.pth",
+    )
+)
+
 # A CPU recipe for reflection_removal, not shipped: the published architecture at small widths, trained by
 # this project on synthetic pairs of scikit-image photos (options/train/bundled_RRFormer_cpu.yml says why
 # each departure from the published recipe). Its VGG19 is torchvision's layout with a fixed random
