@@ -192,6 +192,16 @@ def not_in_demo_message(spec: tasks.TaskSpec) -> str:
     )
 
 
+def _check_text_argument(name: str, value: Any, optional: bool) -> None:
+    """API callers can send anything: a request's text field that is not text is a one-line error."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise UsageError(
+            f"{name} must be text (e.g. a task name from `restorer models`), not {type(value).__name__}"
+        )
+
+
 def parse_tile(value: str | int | None) -> int | None:
     """``auto`` (or empty) -> None; otherwise a tile size >= 0 in input pixels (0 = whole image)."""
     if value is None or str(value).strip().lower() in ("", "auto"):
@@ -547,6 +557,15 @@ class WebDemo:
         ``upload`` is Gradio's file data of the uploaded image, or a path.
         """
         try:
+            for name, value, optional in (
+                ("task", task, False),
+                ("model", model, True),
+                ("device", device, False),
+                ("precision", precision, False),
+            ):
+                _check_text_argument(name, value, optional)
+            if tile is not None and not isinstance(tile, (str, int)) or isinstance(tile, bool):
+                raise UsageError(f"tile must be 'auto' or a whole number, not {type(tile).__name__}")
             spec = tasks.get_task(task or "")
             runner = RUNNERS.get(spec.kind)
             if runner is None:

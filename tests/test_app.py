@@ -461,3 +461,17 @@ def test_python_app_py_serves_the_restore_endpoint(tmp_path):
             process.wait()
     assert process.returncode == 0  # SIGTERM ends it normally...
     assert not list(temp.glob("restorer-webapp-*"))  # ...and its result folder is removed
+
+
+def test_malformed_api_arguments_are_a_message_not_a_traceback(served, tmp_path):
+    _, client = served
+    photo = tmp_path / "p.png"
+    rio.write_image(photo, np.random.default_rng(0).random((16, 16, 3), dtype=np.float32))
+    for task, model, expected in (
+        ({"name": "sr_x2"}, "tiny-hat", "task must be text"),
+        ("sr_x2", ["tiny-hat"], "model must be text"),
+        (7, None, "task must be text"),
+    ):
+        with pytest.raises(AppError) as caught:
+            client.predict(handle_file(str(photo)), task, model, api_name="/restore")
+        assert expected in str(caught.value) and "AttributeError" not in str(caught.value)
