@@ -280,11 +280,22 @@ def _has_dicom_marker(path: Path) -> bool:
 # NIfTI
 # ----------------------------------------------------------------------------------------------------
 
-_NIFTI_READ_ERRORS = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error)
+_NIFTI_READ_ERRORS = (
+    nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
+)  # fmt: skip
+
+
+def _check_gzip_stream(path: Path) -> None:
+    """Read a ``.gz`` file to its end so its CRC and length are checked (nibabel may stop short)."""
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 22):
+            pass
 
 
 def _read_nifti(path: Path) -> MedicalVolume:
     try:
+        if path.name.lower().endswith(".gz"):
+            _check_gzip_stream(path)
         image = nib.load(str(path))
         if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
             raise ValueError(f"it is {type(image).__name__}, not NIfTI-1/2")
@@ -308,6 +319,13 @@ def _read_nifti(path: Path) -> MedicalVolume:
         data = data[:, :, None]
     if data.ndim != 3 or min(data.shape) == 0:
         raise ImageReadError(f"Cannot read NIfTI {path}: unsupported shape {disk_shape}")
+    bad = ~np.isfinite(data)
+    if bad.any():  # one NaN would spread through a whole slice in the network
+        slices = int(bad.any(axis=(0, 1)).sum())
+        raise ImageReadError(
+            f"Cannot use NIfTI {path}: {int(bad.sum())} NaN or infinite voxel(s) in {slices} of "
+            f"{data.shape[2]} slice(s); replace them (e.g. with the background value) first"
+        )
     slope = image.dataobj.slope if hasattr(image.dataobj, "slope") else 1.0
     inter = image.dataobj.inter if hasattr(image.dataobj, "inter") else 0.0
     header = image.header

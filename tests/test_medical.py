@@ -424,3 +424,31 @@ def test_nifti_result_beyond_the_data_type_gets_a_new_rescale(tmp_path):
     assert image.get_data_dtype() == np.int16 and image.dataobj.slope != 1.0
     step = image.dataobj.slope
     np.testing.assert_allclose(medical.read_volume(tmp_path / "big.nii").values, result, atol=step / 2 + 1e-3)
+
+
+def test_nifti_with_nan_voxels_or_a_bad_gzip_crc_is_refused(tmp_path):
+    """Issue 21: a NaN voxel used to turn a whole output slice to NaN with exit 0; a .nii.gz whose gzip
+    CRC fails used to be accepted. Both are now clear read errors."""
+    import gzip as gz
+
+    import nibabel as nib
+
+    from restorer.errors import ImageReadError
+    from restorer.medical import read_volume
+
+    volume = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    volume[4, 5, 1] = np.nan
+    nan_file = tmp_path / "nan.nii"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(nan_file))
+    with pytest.raises(ImageReadError, match=r"1 NaN or infinite voxel\(s\) in 1 of 3 slice"):
+        read_volume(nan_file)
+    good = tmp_path / "good.nii.gz"
+    nib.save(nib.Nifti1Image(np.nan_to_num(volume), np.eye(4)), str(good))
+    assert read_volume(good).values.shape == (3, 16, 16)
+    raw = bytearray(good.read_bytes())
+    raw[-8] ^= 0xFF  # the gzip trailer's CRC-32
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ImageReadError, match="Cannot read NIfTI"):
+        read_volume(bad)
+    assert gz.decompress(good.read_bytes())  # the good file is a valid gzip stream
