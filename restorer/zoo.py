@@ -342,15 +342,21 @@ for _s in (2, 3, 4):
     )
 
 # ----------------------------------------------------------------------------------------------
-# Bundled defaults: CRAFT in its published configuration, trained by this project on a CPU on
-# scikit-image's sample photos (options/train/bundled_CRAFT_SRx*_cpu.yml; data, iterations and
-# the validation table against bicubic in weights/README.md). Shipped in weights/ so that every
-# sr_x* task works with no download; the router uses them only when no official weights are present.
+# Bundled defaults: CRAFT in its published configuration, trained by this project on a CPU: x3/x4 on
+# scikit-image's sample photos (options/train/bundled_CRAFT_SRx*_cpu.yml), x2 then fine-tuned on the
+# photo corpus (bundled_CRAFT_SRx2_corpus.yml); data, iterations and tables in weights/README.md.
+# Shipped in weights/ so that every sr_x* task works with no download; the router uses them only when
+# no official weights are present.
 # ----------------------------------------------------------------------------------------------
 BUNDLED_SHA256 = {
-    2: "af36a2db8c05a69bdf47a9ec544096401626af69e045dbecca03d55271f27053",
+    2: "d612d6b82aa48d1077d2166fe6ccc51aaf018cfa75750a5d98c645dd3ab64560",
     3: "f61b054499c5c45000556a1c66bca0db4f9dbcee3ad8a32c2dff6109f4614bd6",
     4: "da77204325f8616e92d72f8edcaba7ccdf92765bcdd9b69e340b5a04f7783345",
+}
+BUNDLED_FILES = {
+    2: "restorer_CRAFT_SRx2_corpus.safetensors",
+    3: "restorer_CRAFT_SRx3_skimage.safetensors",
+    4: "restorer_CRAFT_SRx4_skimage.safetensors",
 }
 for _s in (2, 3, 4):
     _ENTRIES.append(
@@ -358,12 +364,15 @@ for _s in (2, 3, 4):
             _entry_in(_ENTRIES, "craft", _s),
             model="craft-bundled",
             display_name="CRAFT (bundled)",
-            weight_file=f"restorer_CRAFT_SRx{_s}_skimage.safetensors",
+            weight_file=BUNDLED_FILES[_s],
             param_key="params_ema",
-            published=f"this repository: weights/ (trained with options/train/bundled_CRAFT_SRx{_s}_cpu.yml)",
+            published=f"this repository: weights/ (trained with options/train/bundled_CRAFT_SRx{_s}_cpu.yml"
+            + (", then bundled_CRAFT_SRx2_corpus.yml)" if _s == 2 else ")"),
             url=None,
             sha256=BUNDLED_SHA256[_s],
-            notes="bundled default: trained here on 16 scikit-image photos, far weaker than official weights",
+            notes="bundled default: trained here on a CPU ("
+            + ("the photo corpus" if _s == 2 else "16 scikit-image photos")
+            + "), far weaker than official weights",
             license="Apache-2.0 (this project)",
         )
     )
@@ -484,7 +493,7 @@ RESTORE_RWKV_PAGE = (
 )
 RESTORE_RWKV_DEFAULT = {"dim": 48, "num_blocks": [4, 6, 6, 8], "num_refinement_blocks": 4}
 RESTORE_RWKV_LIGHT = {"dim": 16, "num_blocks": [1, 1, 2, 2], "num_refinement_blocks": 1}
-BUNDLED_DENOISE_SHA256 = "27b7aec4f1b05e8725a06953577f757320e9a995e37ef12b822e4a3cba3cbb85"
+BUNDLED_DENOISE_SHA256 = "8d637b1c2e9299e9a30554630497dcec77f72789da5c99f26187c73efb1b2410"
 
 
 def _restore_rwkv(
@@ -560,13 +569,13 @@ _ENTRIES.append(
         "Restore-RWKV-light (bundled)",
         RESTORE_RWKV_LIGHT,
         3,
-        "restorer_RestoreRWKV_light_denoise_sigma25_skimage.safetensors",
+        "restorer_RestoreRWKV_light_denoise_sigma25_corpus.safetensors",
         ("denoise",),
         "our configuration for the paper's unpublished 1.16 M-parameter light model (1,156,961 as the "
         "paper counts), not the authors' model; bundled weights trained here for Gaussian sigma 25",
         param_key="params_ema",
         published="this repository: weights/ (trained with options/train/"
-        "bundled_RestoreRWKV_denoise_sigma25_cpu.yml, then its _stage2.yml)",
+        "bundled_RestoreRWKV_denoise_sigma25_cpu.yml, then its _stage2.yml and _corpus.yml)",
         sha256=BUNDLED_DENOISE_SHA256,
         license="Apache-2.0 (this project)",
     )

@@ -263,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     from restorer import weights as rw
     from restorer.tasks import resolve
 
-    if args.denoise:  # stage 2 fine-tunes stage 1 (bundled_RestoreRWKV_denoise_sigma25_cpu.yml)
-        task, model, run = "denoise", DENOISE_MODEL, "bundled_RestoreRWKV_denoise_sigma25_cpu_stage2"
+    if args.denoise:  # stage 3 (corpus) fine-tunes stage 2, which fine-tunes stage 1
+        task, model, run = "denoise", DENOISE_MODEL, "bundled_RestoreRWKV_denoise_sigma25_corpus"
     elif args.reflection:
         task, model, run = "reflection_removal", REFLECTION_MODEL, "bundled_RRFormer_cpu"
     else:
         task, model, run = f"sr_x{args.scale}", MODEL, f"bundled_CRAFT_SRx{args.scale}_cpu"
+        if args.scale == 2:  # the x2 default is the corpus fine-tune of the _cpu run
+            run = "bundled_CRAFT_SRx2_corpus"
     run = args.run or run
     checkpoint = args.checkpoint or ROOT / "experiments" / run / "models" / "net_g_latest.pth"
     if args.eval_only:
