@@ -31,26 +31,27 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "weights"))
+sys.path.insert(0, str(ROOT))
 
-# task -> (CPU recipe to derive from, shipped weights to start from, zoo model, GPU sizes)
+from restorer import zoo  # noqa: E402
+
+# task -> (CPU recipe to derive from, zoo model whose shipped file it starts from, GPU sizes)
 # Iterations are sized for an H200 at about 8 min of training each, all four at once (an estimate from
 # the CPU step times; the first real run's summary.json calibrates them).
 DEFAULTS = {
     "sr_x2": dict(
-        recipe="bundled_CRAFT_SRx2_corpus", start="weights/restorer_CRAFT_SRx2_skimage.safetensors",
-        model="craft-bundled", batch=32, gt_size=128, iters=6000, lr=2e-4,
+        recipe="bundled_CRAFT_SRx2_corpus", model="craft-bundled", batch=32, gt_size=128, iters=6000, lr=2e-4,
     ),
     "sr_x3": dict(
-        recipe="bundled_CRAFT_SRx2_corpus", start="weights/restorer_CRAFT_SRx3_skimage.safetensors",
-        model="craft-bundled", batch=32, gt_size=189, iters=6000, lr=2e-4, scale=3,
+        recipe="bundled_CRAFT_SRx2_corpus", model="craft-bundled", scale=3,
+        batch=32, gt_size=189, iters=6000, lr=2e-4,
     ),
     "sr_x4": dict(
-        recipe="bundled_CRAFT_SRx2_corpus", start="weights/restorer_CRAFT_SRx4_skimage.safetensors",
-        model="craft-bundled", batch=32, gt_size=252, iters=6000, lr=2e-4, scale=4,
+        recipe="bundled_CRAFT_SRx2_corpus", model="craft-bundled", scale=4,
+        batch=32, gt_size=252, iters=6000, lr=2e-4,
     ),
     "denoise": dict(
         recipe="bundled_RestoreRWKV_denoise_sigma25_corpus",
-        start="weights/restorer_RestoreRWKV_light_denoise_sigma25_skimage.safetensors",
         model="restore-rwkv-light", batch=32, gt_size=128, iters=6000, lr=2e-4,
     ),
 }  # fmt: skip
@@ -74,11 +75,8 @@ def gpu_recipe(task: str, spec: dict, minutes: float, dry_run: bool) -> dict:
     train["dataset_enlarge_ratio"] = 100
     train["prefetch_mode"] = None
     # Every shipped file fits its own task's network exactly: strict loading.
-    opt["path"] = {
-        "pretrain_network_g": str(ROOT / spec["start"]),
-        "strict_load_g": True,
-        "resume_state": None,
-    }
+    start = ROOT / "weights" / zoo.get_entry(spec["model"], scale).weight_file  # the shipped file
+    opt["path"] = {"pretrain_network_g": str(start), "strict_load_g": True, "resume_state": None}
     for dataset in opt["datasets"].values():  # runs start in their own folder: absolute data paths
         dataset["dataroot_gt"] = str(ROOT / dataset["dataroot_gt"])
     t = opt["train"]
