@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,8 @@ def zoo_signature(entry: ZooEntry) -> dict[str, tuple[int, ...]]:
 
     config = repr(entry.network_g)
     if config not in _SIGNATURES:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # compressai's torch.jit.script notice
             _SIGNATURES[config] = signature_of(build_network(entry.network_options()))
     return _SIGNATURES[config]
 
