@@ -685,24 +685,6 @@ INPUT_ROW = "input (untouched)"
 restoration model has to clear (noisy vs clean, blended vs transmission)."""
 
 
-def score_inputs(samples: Iterable[Sample], metrics: Sequence[MetricSpec]) -> dict[str, Any]:
-    """Scale-1 tasks: the metrics of each input (rounded to uint8 like an output) against its GT.
-
-    Returns ``{metric: mean, ..., "images": {stem: {metric: value}}}``.
-    """
-    images: dict[str, dict[str, float]] = {}
-    for sample in samples:
-        if sample.gt is None:
-            continue
-        lq_u8 = rmetrics.to_uint8(sample.lq)
-        images[sample.stem] = {spec.name: spec(lq_u8, sample.gt, "cpu") for spec in metrics}
-    summary: dict[str, Any] = {
-        spec.name: float(np.mean([scores[spec.name] for scores in images.values()])) for spec in metrics
-    }
-    summary["images"] = images
-    return summary
-
-
 def _bicubic_baseline(lq: np.ndarray, scale: int) -> np.ndarray:
     return bicubic_upscale(rmetrics.to_uint8(lq), scale).astype(np.float32) / 255.0
 
@@ -770,6 +752,14 @@ def score_baseline(
     }
     summary["sec_per_image"] = seconds / max(count, 1)
     summary["images"] = images
+    return summary
+
+
+def score_inputs(samples: Iterable[Sample], metrics: Sequence[MetricSpec]) -> dict[str, Any]:
+    """Scale-1 tasks: the metrics of each input (rounded to uint8 like an output) against its GT: the
+    identity as a baseline. Returns ``{metric: mean, ..., "images": {stem: {metric: value}}}``."""
+    summary = score_baseline(Baseline("input", lambda lq, scale: lq), samples, metrics, 1)
+    del summary["sec_per_image"]
     return summary
 
 
@@ -1166,16 +1156,15 @@ def table_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         header += [f"{name} {label}" for name in set_names]
     header += ["s/image", _MEMORY_LABELS.get(results.get("memory_measure", ""), "peak MiB")]
     rows = []
+    counts = [results["test_sets"][n]["images"] for n in set_names]
     for key, model in results["models"].items():
         row = [key, f"{model['params_m']:.2f}"]
         for _, keys in groups:
             row += [_format_cell(model["datasets"][name], keys) for name in set_names]
-        counts = [results["test_sets"][n]["images"] for n in set_names]
         seconds = sum(model["datasets"][n]["sec_per_image"] * c for n, c in zip(set_names, counts))
         row.append(f"{seconds / max(sum(counts), 1):.3f}")
         row.append(f"{max(model['datasets'][n]['peak_memory_mb'] for n in set_names):.0f}")
         rows.append(row)
-    counts = [results["test_sets"][n]["images"] for n in set_names]
     for name, per_set in (results.get("baselines") or {}).items():
         row = [f"{name} (baseline)", "-"]
         for _, keys in groups:
