@@ -54,23 +54,6 @@ class CheckpointInfo:
         return "\n".join(lines)
 
 
-def unwrap_with_key(checkpoint: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, bool]:
-    """:func:`restorer.weights.unwrap_state_dict`, plus which container key it took and whether it
-    stripped ``module.`` prefixes."""
-    from restorer import weights as rw
-
-    state = rw.unwrap_state_dict(checkpoint)
-    key = None
-    node: Any = checkpoint
-    for _ in range(3):
-        found = next((k for k in rw.CONTAINER_KEYS if k in node and isinstance(node[k], Mapping)), None)
-        if found is None:
-            break
-        key, node = found, node[found]
-    prefixed = bool(node) and all(str(k).startswith("module.") for k in node if hasattr(node[k], "shape"))
-    return state, key, prefixed
-
-
 def _preference(entry: zoo.ZooEntry) -> tuple[int, int]:
     """Official variants before the bundled ones of the same layout, in each task's preference order."""
     from restorer.tasks import TASKS
@@ -99,7 +82,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     from restorer import weights as rw
 
     path = Path(path)
-    state, key, prefixed = unwrap_with_key(rw.read_checkpoint(path))
+    state, key, prefixed = rw.unwrap_state_dict_with_source(rw.read_checkpoint(path))
     fits = detect_state(state)
     if not fits:
         sample = ", ".join(sorted(state)[:4])

@@ -139,26 +139,36 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any], param_key: str | None = Non
     Prefers ``param_key`` when present, then ``params_ema`` > ``params`` > ``state_dict`` > ``model``
     (and other common containers); strips a leading ``module.`` (DataParallel/DDP) from every key.
     """
+    return unwrap_state_dict_with_source(checkpoint, param_key)[0]
+
+
+def unwrap_state_dict_with_source(
+    checkpoint: Mapping[str, Any], param_key: str | None = None
+) -> tuple[dict[str, Any], str | None, bool]:
+    """:func:`unwrap_state_dict`, plus the container key it took (None for a bare state dict) and
+    whether it stripped ``module.`` prefixes."""
     import torch
 
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"Checkpoint is a {type(checkpoint).__name__}, not a dict of tensors.")
     state: Any = checkpoint
+    taken: str | None = None
     for _ in range(3):  # containers can nest, e.g. {'state_dict': {'params_ema': ...}}
         keys = ([param_key] if param_key else []) + list(CONTAINER_KEYS)
-        inner = next((state[k] for k in keys if k in state and isinstance(state[k], Mapping)), None)
-        if inner is None:
+        found = next((k for k in keys if k in state and isinstance(state[k], Mapping)), None)
+        if found is None:
             break
-        state = inner
+        state, taken = state[found], found
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(
             "Checkpoint holds no tensors under any of the keys "
             f"{', '.join(CONTAINER_KEYS)} (top-level keys: {', '.join(list(checkpoint)[:8])})."
         )
-    if all(k.startswith("module.") for k in tensors):
+    prefixed = all(k.startswith("module.") for k in tensors)
+    if prefixed:
         tensors = {k[len("module.") :]: v for k, v in tensors.items()}
-    return tensors
+    return tensors, taken, prefixed
 
 
 def _short_list(keys: Iterable[str], limit: int = 6) -> str:
