@@ -173,9 +173,9 @@ def _save_png(path: Path, rgb: np.ndarray) -> None:
 
 def _as_rgb8(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8) if image.dtype.kind == "f" else image
-        image = image.astype(np.uint8)
+    if image.dtype.kind == "f":
+        image = (np.clip(image, 0, 1) * 255).round()
+    image = image.astype(np.uint8, copy=False)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     return np.ascontiguousarray(image[..., :3])
