@@ -585,7 +585,9 @@ _ENTRIES.append(
 # S2LIC (Wang et al., "S2LIC: Learned Image Compression with the SwinV2 Block, Adaptive Channel-wise
 # and Global-inter Attention Context", arXiv 2403.14471). wyq2021/S2LIC publishes code only; the
 # network options below are the published N=192, M=320 model (ACCTX/AGCTX rebuilt from the
-# figures) on CompressAI's lambda ladder, and a small configuration for CPU training.
+# figures) on CompressAI's lambda ladder, and a small configuration for CPU training. "Published
+# configuration" (s2lic-q*) is the paper's figure: non-anchors also see their slice's decoded anchors
+# (92.65 M parameters); s2lic-released-q* is the released code's layout, which drops that context.
 # ----------------------------------------------------------------------------------------------
 S2LIC_PAPER = "https://arxiv.org/abs/2403.14471"
 _S2LIC_PUBLISHED = {
@@ -647,6 +649,23 @@ for _q, _lam in enumerate((0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483), 1):
             published="no checkpoints published (wyq2021/S2LIC has code only); train with "
             f"options/train/S2LIC_mse_q{_q}.yml",
             notes=f"lambda={_lam}; ACCTX/AGCTX reconstructed from the paper's figures",
+            license="see wyq2021/S2LIC",
+        )
+    )
+# The layout of the released code (wyq2021/S2LIC): the non-anchor half of each slice sees the same
+# context as the anchor half (no intra-slice anchor context, 73.96 M parameters). A checkpoint trained
+# with that code loads here strictly; detection tells the two layouts apart by the extra context lists.
+for _q, _lam in enumerate((0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483), 1):
+    _ENTRIES.append(
+        _s2lic(
+            f"s2lic-released-q{_q}",
+            f"S2LIC, released code's layout (q{_q}, MSE lambda {_lam})",
+            {**_S2LIC_PUBLISHED, "intra_slice_context": False},
+            weight_file=f"S2LIC_released_mse_q{_q}.pth",
+            published="no checkpoints published (wyq2021/S2LIC has code only); checkpoints trained with "
+            f"that code, or options/train/S2LIC_released_mse_q{_q}.yml",
+            notes=f"lambda={_lam}; the released code's entropy model (non-anchors without their slice's "
+            "anchors)",
             license="see wyq2021/S2LIC",
         )
     )

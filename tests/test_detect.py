@@ -113,3 +113,22 @@ def test_python_api_loads_a_file_and_says_what_it_loaded(tmp_path, craft_x2_stat
     model = restorer.load_model(weights=path, device="cpu")
     assert (model.entry.model, model.scale) == ("craft", 2) and model.weights == path
     assert str(model).startswith("CRAFT x2 (CRAFT, --model craft) from ")
+
+
+def test_s2lic_released_layout_is_its_own_variant():
+    """The released code drops the non-anchors' intra-slice context: 73.96 M parameters, not the
+    figure's 92.65 M, and a file of either layout is detected as that layout only."""
+    figure, released = zoo.get_entry("s2lic-q3", 1), zoo.get_entry("s2lic-released-q3", 1)
+    counts = {}
+    for entry in (figure, released):
+        shapes = _shapes(entry)
+        with torch.device("meta"):
+            network = build_network(entry.network_options())
+        counts[entry.model] = sum(p.numel() for p in network.parameters())
+        width = shapes["entropy_parameters_nonanchor.0.fusion.0.weight"][1]
+        assert (width == 640) == (entry is released)  # slice 0's non-anchors: hyperprior alone
+        fits = {e.model for e in detect_state(_meta_signature(entry))}
+        family = entry.model.rsplit("-", 1)[0]
+        assert fits == {f"{family}-q{q}" for q in range(1, 7)}, entry.model
+    assert round(counts["s2lic-released-q3"] / 1e6, 2) == 73.96
+    assert round(counts["s2lic-q3"] / 1e6, 2) == 92.65
