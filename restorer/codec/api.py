@@ -234,7 +234,9 @@ def _to_image(x_hat: torch.Tensor, height: int, width: int, channels: int) -> np
     return np.ascontiguousarray(to_gray(out) if channels == 1 else out)
 
 
-def compress_image(codec_or_model, image: np.ndarray, *, return_reconstruction: bool = False):
+def compress_image(
+    codec_or_model, image: np.ndarray, *, return_reconstruction: bool = False, scale_levels: int | None = None
+):
     """Code one image into the bytes of an ``.s2l`` file.
 
     Args:
@@ -242,6 +244,9 @@ def compress_image(codec_or_model, image: np.ndarray, *, return_reconstruction: 
         image: ``H x W x 3`` RGB or ``H x W x 1`` / ``H x W`` gray; uint8, uint16 or float in ``[0, 1]``.
         return_reconstruction: also return the encoder's reconstruction (the image the decoder will
             produce, bit for bit), ``H x W x C`` float32.
+        scale_levels: levels of the Gaussian scale table (default ``SCALES_LEVELS``, 256); the file
+            records it. Fewer levels snap each predicted scale further up: 64 (CompressAI's count)
+            costs about 3 % more rate.
 
     Returns:
         ``bytes``, or ``(bytes, reconstruction)``.
@@ -254,6 +259,9 @@ def compress_image(codec_or_model, image: np.ndarray, *, return_reconstruction: 
     if height * width > MAX_IMAGE_PIXELS:
         raise UsageError(f"Image of {width}x{height} pixels is larger than the limit ({MAX_IMAGE_PIXELS}).")
     model = codec.model
+    from restorer.archs.s2lic_arch import SCALES_LEVELS
+
+    model.use_scale_levels(SCALES_LEVELS if scale_levels is None else int(scale_levels))
     with torch.inference_mode():
         x = _padded_tensor(rgb, codec.device)
         coded = model.compress(x, threads=codec.threads)
@@ -269,6 +277,7 @@ def compress_image(codec_or_model, image: np.ndarray, *, return_reconstruction: 
             y_shape=coded.y_shape,
             z_shape=coded.z_shape,
             digest=coded.digest,
+            scale_levels=model.scale_levels,
         )
         data = pack(header, [coded.y_string, coded.z_string])
         if not return_reconstruction:
@@ -334,6 +343,7 @@ def decompress_bytes(codec_or_model, data: bytes) -> np.ndarray:
     header, streams = unpack(data)
     if len(streams) != 2:
         raise CodecMismatchError(f"an S2LIC file holds 2 streams, this one {len(streams)}; it is corrupted.")
+    codec.model.use_scale_levels(header.scale_levels)
     _check_compatible(codec, header)
     coded = CodedLatents(
         y_string=streams[0],

@@ -1,10 +1,10 @@
 """The ``.s2l`` file format: one S2LIC-coded image.
 
-Layout (version 1, all integers little-endian)::
+Layout (version 2, all integers little-endian)::
 
     offset  size  field
     0       8     magic  b"\\x89S2L\\r\\n\\x1a\\n"  (PNG-style: catches text-mode and 7-bit mangling)
-    8       2     format version (1)
+    8       2     format version (2; version 1 is read too)
     10      2     flags (0; a reader rejects unknown flags)
     12      1     length L of the model variant name
     13      L     model variant, UTF-8 (the zoo name, e.g. "s2lic-small-q2")
@@ -14,6 +14,7 @@ Layout (version 1, all integers little-endian)::
     .       1     original channels (1 gray, 3 RGB)
     .       1     thread count of the entropy model (the decoder must use the same)
     .       1     device type that ran the entropy model (0 cpu, 1 cuda, 2 other; decode on the same)
+    .       2     levels of the Gaussian scale table (version 2 only; version 1 files used 64)
     .       2x3   y latent shape (C, h, w)
     .       2x3   z latent shape (C, h, w)
     .       8     symbol digest: SHA-256 prefix of every coded symbol (checked after decoding)
@@ -25,6 +26,9 @@ Layout (version 1, all integers little-endian)::
 A reader never trusts a length before checking it against the bytes it has, so a truncated, padded
 or corrupted file, or one that is not an ``.s2l`` file at all, raises :class:`S2LFormatError` with a
 message that says which.
+
+Version 2 added the scale-table level count: the decoder must rebuild the encoder's tables, and
+version 1 always used CompressAI's 64 levels.
 """
 
 from __future__ import annotations
@@ -35,10 +39,23 @@ from dataclasses import dataclass
 
 from restorer.errors import RestorerError
 
-__all__ = ["DEVICE_KINDS", "FORMAT_VERSION", "MAGIC", "S2LFormatError", "S2LHeader", "pack", "unpack"]
+__all__ = [
+    "DEVICE_KINDS",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "READABLE_VERSIONS",
+    "S2LFormatError",
+    "S2LHeader",
+    "VERSION1_SCALE_LEVELS",
+    "pack",
+    "unpack",
+]
 
 MAGIC = b"\x89S2L\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+VERSION1_SCALE_LEVELS = 64
+_MAX_SCALE_LEVELS = 4096
 _CHECKSUM_SIZE = 4
 _MAX_VARIANT = 255
 _MAX_STREAMS = 8
@@ -64,6 +81,7 @@ class S2LHeader:
     y_shape: tuple[int, int, int]
     z_shape: tuple[int, int, int]
     digest: bytes  # 8 bytes
+    scale_levels: int  # levels of the Gaussian scale table the streams were coded with
     version: int = FORMAT_VERSION
 
 
@@ -80,6 +98,8 @@ def pack(header: S2LHeader, streams: list[bytes]) -> bytes:
         )
     if not 0 < len(streams) <= _MAX_STREAMS:
         raise ValueError(f"1..{_MAX_STREAMS} streams expected, got {len(streams)}")
+    if not 2 <= header.scale_levels <= _MAX_SCALE_LEVELS:
+        raise ValueError(f"scale_levels must be 2..{_MAX_SCALE_LEVELS}, got {header.scale_levels}")
     parts = [
         MAGIC,
         struct.pack("<HHB", FORMAT_VERSION, 0, len(variant)),
@@ -94,6 +114,7 @@ def pack(header: S2LHeader, streams: list[bytes]) -> bytes:
             header.threads,
             DEVICE_KINDS.index(header.device_kind if header.device_kind in DEVICE_KINDS else "other"),
         ),
+        struct.pack("<H", header.scale_levels),
         struct.pack("<6H", *header.y_shape, *header.z_shape),
         header.digest,
         struct.pack("<B", len(streams)),
@@ -136,10 +157,10 @@ def unpack(data: bytes) -> tuple[S2LHeader, list[bytes]]:
     reader = _Reader(data, len(data))
     reader.take(len(MAGIC), "magic number")
     version, flags, variant_len = reader.unpack("<HHB", "version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise S2LFormatError(
-            f"the file uses .s2l format version {version}; this restorer reads version {FORMAT_VERSION} "
-            "(update restorer, or re-encode the image)"
+            f"the file uses .s2l format version {version}; this restorer reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (update restorer, or re-encode the image)"
         )
     if flags:
         raise S2LFormatError(
@@ -156,6 +177,7 @@ def unpack(data: bytes) -> tuple[S2LHeader, list[bytes]]:
     weights_fp = reader.take(8, "weights fingerprint")
     table_fp = reader.take(4, "table fingerprint")
     height, width, channels, threads, device_code = reader.unpack("<IIBBB", "image size")
+    scale_levels = reader.unpack("<H", "scale-table levels")[0] if version >= 2 else VERSION1_SCALE_LEVELS
     shapes = reader.unpack("<6H", "latent shapes")
     digest = reader.take(8, "symbol digest")
     (n_streams,) = reader.unpack("<B", "stream count")
@@ -181,6 +203,8 @@ def unpack(data: bytes) -> tuple[S2LHeader, list[bytes]]:
         raise S2LFormatError("the file is corrupted (its model name is not UTF-8)")
     if channels not in (1, 3) or threads < 1 or height < 1 or width < 1 or device_code >= len(DEVICE_KINDS):
         raise S2LFormatError("the file is corrupted (impossible image size, channels or thread count)")
+    if not 2 <= scale_levels <= _MAX_SCALE_LEVELS:
+        raise S2LFormatError(f"the file is corrupted (a scale table of {scale_levels} levels)")
     streams = []
     for length in lengths:
         streams.append(reader.take(length, "streams"))
@@ -196,6 +220,7 @@ def unpack(data: bytes) -> tuple[S2LHeader, list[bytes]]:
         y_shape=tuple(shapes[:3]),
         z_shape=tuple(shapes[3:]),
         digest=digest,
+        scale_levels=scale_levels,
         version=version,
     )
     return header, streams
