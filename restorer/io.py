@@ -132,37 +132,62 @@ def _natural_key(name: str) -> tuple[tuple[object, ...], str]:
     return key, name
 
 
-def _scan_folder(folder: Path, recursive: bool, visited: set[Path]) -> Iterator[Path]:
+def _scan_folder(
+    folder: Path,
+    recursive: bool,
+    visited: set[Path],
+    unreadable: list[tuple[Path, str]] | None = None,
+) -> Iterator[Path]:
     """Yield the files of ``folder`` (natural order), then those of its subfolders when ``recursive``.
 
     Hidden entries (``.name``) are ignored: they are never user images but things like ``.DS_Store``,
     macOS ``._photo.jpg`` resource forks (which have an image suffix but are not images) and our own
-    temporary files. ``visited`` holds resolved folders so symlink loops are walked only once.
+    temporary files. ``visited`` holds resolved folders so symlink loops are walked only once. A folder
+    that cannot be listed raises :class:`ImageReadError`, or with ``unreadable`` is recorded there and
+    the scan goes on.
     """
-    resolved = folder.resolve()
-    if resolved in visited:
-        return
-    visited.add(resolved)
     try:
+        resolved = folder.resolve()
+        if resolved in visited:
+            return
+        visited.add(resolved)
         entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
     except OSError as exc:
-        raise ImageReadError(f"Cannot list folder {folder}: {exc.strerror or exc}") from exc
+        error = ImageReadError(f"Cannot list folder {folder}: {exc.strerror or exc}")
+        if unreadable is None:
+            raise error from exc
+        unreadable.append((folder, str(error)))
+        return
     entries.sort(key=lambda entry: _natural_key(entry.name))
     subfolders = []
     for entry in entries:
-        if entry.is_dir():
-            subfolders.append(entry)
-        elif entry.is_file():
-            yield entry
+        try:
+            if entry.is_dir():
+                subfolders.append(entry)
+            elif entry.is_file():
+                yield entry
+        except OSError as exc:  # e.g. a name past the path-length limit
+            error = ImageReadError(f"Cannot read {_shortened(entry)}: {exc.strerror or exc}")
+            if unreadable is None:
+                raise error from exc
+            unreadable.append((entry, str(error)))
     if recursive:
         for subfolder in subfolders:
-            yield from _scan_folder(subfolder, recursive, visited)
+            yield from _scan_folder(subfolder, recursive, visited, unreadable)
+
+
+def _shortened(path: Path, keep: int = 120) -> str:
+    """``path`` with its middle cut out when longer than ``2 * keep`` characters (paths past the OS
+    limit run to thousands of characters)."""
+    text = str(path)
+    return text if len(text) <= 2 * keep else f"{text[:keep]}...{text[-keep:]}"
 
 
 def collect_images(
     inputs: Sequence[str | os.PathLike[str]],
     recursive: bool = False,
     accept: Callable[[Path], bool] = is_image_file,
+    unreadable: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[Path], list[Path]]:
     """Expand files and folders given on the command line into a list of image files.
 
@@ -173,7 +198,9 @@ def collect_images(
 
     Returns ``(images, skipped)``: ``skipped`` holds files whose suffix is not an image suffix, so the
     caller can tell the user about them. Raises :class:`ImageReadError` for a path that does not exist.
-    ``accept`` replaces the image-suffix test (e.g. to collect ``.s2l`` files the same way).
+    ``accept`` replaces the image-suffix test (e.g. to collect ``.s2l`` files the same way). With
+    ``unreadable``, folders (and entries) that cannot be listed are appended there as ``(path, message)``
+    and the rest is still collected; without it they raise :class:`ImageReadError`.
     """
     images: list[Path] = []
     skipped: list[Path] = []
@@ -190,7 +217,7 @@ def collect_images(
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for file in _scan_folder(path, recursive, visited_folders):
+            for file in _scan_folder(path, recursive, visited_folders, unreadable):
                 add(file)
         elif path.exists():
             add(path)
@@ -212,7 +239,7 @@ class LoadedImage:
         pixels: float32 ``H x W x C`` in ``[0, 1]``, RGB order; ``C`` is 1 for files stored as
             grayscale (gray, gray+alpha, 16-bit gray), else 3. Colour channels only.
         alpha: float32 ``H x W`` in ``[0, 1]``, or ``None`` when the file has no transparency.
-        bit_depth: 8 or 16, the sample depth the file was decoded with.
+        bit_depth: 8 or 16, the sample depth the file was decoded with; 32 for float TIFF samples.
         source_format: canonical suffix of the file's real format (``'png'``, ``'jpg'``, ``'webp'``,
             ``'tif'``, ``'bmp'``; other formats Pillow reads get their lowercase Pillow name).
         path: the file it was read from.
@@ -336,6 +363,32 @@ def _exif_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+_SIMPLEJPEG_COLORSPACES = {"Gray": "GRAY", "CMYK": "CMYK", "YCCK": "CMYK"}
+
+
+def _check_jpeg_stream(data: bytes) -> None:
+    """Raise ``ValueError`` when libjpeg has anything to say about a JPEG's data.
+
+    Pillow decodes through libjpeg's recovery: a file cut short, or whose header declares more pixels
+    than its scan holds, comes back with the missing part filled in flat gray and no error at all. A
+    strict decode (simplejpeg turns libjpeg's warnings into errors) finds exactly those files.
+    """
+    try:
+        import simplejpeg
+    except ImportError:  # pragma: no cover - a declared dependency; without it Pillow's checks remain
+        return
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+    except ValueError as exc:
+        raise ValueError(f"the JPEG header is corrupt ({exc})") from exc
+    try:
+        simplejpeg.decode_jpeg(data, colorspace=_SIMPLEJPEG_COLORSPACES.get(colorspace, "RGB"), strict=True)
+    except ValueError as exc:
+        raise ValueError(
+            f"the JPEG data is damaged or incomplete ({exc}); a viewer would show the missing part gray"
+        ) from exc
+
+
 def _sixteen_bit_layout(image: Image.Image, data: bytes, fmt: str) -> tuple[bool, bool] | None:
     """``(is_gray, is_tiff)`` when the file stores more than 8 bits per sample and needs OpenCV, else None.
 
@@ -354,6 +407,74 @@ def _sixteen_bit_layout(image: Image.Image, data: bytes, fmt: str) -> tuple[bool
         if max(bits, default=8) > 8:
             return tags.get(262) in _TIFF_GRAY_PHOTOMETRICS, True
     return None
+
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+
+
+def _is_float_tiff(image: Image.Image) -> bool:
+    formats = getattr(image, "tag_v2", {}).get(339, (1,))  # SampleFormat: 3 is IEEE float
+    return 3 in (formats if isinstance(formats, tuple) else (formats,))
+
+
+def _decode_tiff_with_tifffile(data: bytes, path: Path) -> tuple[np.ndarray, int]:
+    """Decode the first page of a TIFF that Pillow and OpenCV cannot (16-bit gray+alpha, float samples).
+
+    Returns ``(samples, orientation)``: ``H x W x C`` uint8, uint16 or float32 in stored order, C being
+    gray, gray+alpha, RGB or RGBA, and the TIFF Orientation tag still to apply.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        height, width = int(page.imagelength), int(page.imagewidth)
+        if height * width > MAX_IMAGE_PIXELS:
+            raise ImageReadError(
+                f"Cannot read image {path}: {width} x {height} pixels is more than the limit of "
+                f"{MAX_IMAGE_PIXELS} pixels (restorer.io.MAX_IMAGE_PIXELS)"
+            )
+        photometric = int(page.photometric)
+        if photometric not in (1, 2):  # min-is-black gray, RGB
+            raise ValueError(f"TIFF photometric interpretation {photometric} is not supported here")
+        samples = page.asarray()
+        if samples.ndim == 3 and int(page.planarconfig) == 2:  # separate planes: C x H x W
+            samples = np.moveaxis(samples, 0, -1)
+        extras = tuple(int(e) for e in page.extrasamples)
+        orientation_tag = page.tags.get(_ORIENTATION_TAG)
+        orientation = int(orientation_tag.value) if orientation_tag is not None else 1
+    if samples.ndim == 2:
+        samples = samples[:, :, None]
+    if samples.ndim != 3 or samples.shape[:2] != (height, width):
+        raise ValueError(f"unexpected TIFF sample layout {samples.shape}")
+    colour = 1 if photometric == 1 else 3
+    has_alpha = bool(extras) and extras[0] in (1, 2)  # associated or unassociated alpha
+    samples = samples[:, :, : colour + (1 if has_alpha else 0)]
+    if samples.shape[2] < colour:
+        raise ValueError(f"an RGB TIFF with {samples.shape[2]} samples per pixel")
+    if samples.dtype.kind == "f":
+        samples = samples.astype(np.float32, copy=False)
+        if not np.isfinite(samples).all():
+            raise ValueError("the float TIFF holds NaN or infinite values")
+        low, high = float(samples.min()), float(samples.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(
+                f"the float TIFF's values span {low:g}..{high:g}; restorer works on images in [0, 1] "
+                "(scale the file first)"
+            )
+    elif samples.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"TIFF samples of type {samples.dtype} are not supported (8/16-bit or float)")
+    if has_alpha and extras[0] == 1:  # associated (premultiplied) alpha -> straight alpha
+        samples = _unpremultiply(samples, colour)
+    return samples, orientation
+
+
+def _unpremultiply(samples: np.ndarray, colour: int) -> np.ndarray:
+    top = 1.0 if samples.dtype.kind == "f" else float(np.iinfo(samples.dtype).max)
+    values = samples.astype(np.float32)
+    alpha = values[:, :, colour:]
+    np.divide(values[:, :, :colour] * top, alpha, out=values[:, :, :colour], where=alpha > 0)
+    np.clip(values, 0, top, out=values)
+    return values if samples.dtype.kind == "f" else np.rint(values).astype(samples.dtype)
 
 
 def _decode_with_cv2(data: bytes, is_gray: bool) -> np.ndarray | None:
@@ -408,6 +529,8 @@ def _decode_with_pillow(image: Image.Image) -> np.ndarray:
 
 
 def _to_unit_float(samples: np.ndarray) -> np.ndarray:
+    if samples.dtype.kind == "f":
+        return np.array(samples, dtype=np.float32, order="C")
     scale = 65535.0 if samples.dtype == np.uint16 else 255.0
     result = samples.astype(np.float32, order="C")  # C order even for rotated views (torch wants it)
     result /= scale
@@ -433,9 +556,14 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
             warnings.simplefilter("ignore")  # e.g. Pillow's "truncated EXIF" notes: not our user's problem
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        if data.startswith(_TIFF_MAGICS):  # a TIFF layout Pillow lacks: 16-bit gray+alpha, float RGB
+            return _read_tiff_with_tifffile(data, path)
         raise ImageReadError(f"Cannot read image {path}: not a recognised image format") from exc
     except Exception as exc:
         raise ImageReadError(f"Cannot read image {path}: {exc}") from exc
+    if image.format == "TIFF" and _is_float_tiff(image):  # Pillow has float gray ("F") only, no RGB
+        image.close()
+        return _read_tiff_with_tifffile(data, path)
 
     with image:
         width, height = image.size
@@ -450,13 +578,17 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 samples = None
+                if source_format == "jpg":
+                    _check_jpeg_stream(data)
                 layout = _sixteen_bit_layout(image, data, source_format)
                 if layout is not None:
                     is_gray, is_tiff = layout
                     samples = _decode_with_cv2(data, is_gray)
                     if samples is None and not is_tiff:
                         raise ValueError("the 16-bit data is corrupt or truncated")
-                    if samples is not None:
+                    if samples is None and is_gray:  # OpenCV reduces 16-bit gray+alpha to 8 bits
+                        samples, orientation = _decode_tiff_with_tifffile(data, path)
+                    elif samples is not None:
                         if is_tiff:
                             orientation = 1 if _cv2_applies_tiff_orientation() else _exif_orientation(image)
                         elif b"eXIf" in data or b"XML:com.adobe.xmp" in data:
@@ -478,10 +610,25 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
             reason = str(exc) or type(exc).__name__
             raise ImageReadError(f"Cannot read image {path}: {reason}") from exc
 
-    if samples.dtype not in (np.uint8, np.uint16):
+    return _loaded(samples, orientation, source_format, path)
+
+
+def _read_tiff_with_tifffile(data: bytes, path: Path) -> LoadedImage:
+    try:
+        samples, orientation = _decode_tiff_with_tifffile(data, path)
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(f"Cannot read image {path}: {str(exc) or type(exc).__name__}") from exc
+    return _loaded(samples, orientation, "tif", path)
+
+
+def _loaded(samples: np.ndarray, orientation: int, source_format: str, path: Path) -> LoadedImage:
+    """Upright float pixels and alpha from decoded ``H x W x C`` samples (uint8, uint16 or float32)."""
+    if samples.dtype not in (np.uint8, np.uint16, np.float32):
         raise ImageReadError(f"Cannot read image {path}: unsupported sample type {samples.dtype}")
     samples = apply_orientation(samples, orientation)
-    bit_depth = 16 if samples.dtype == np.uint16 else 8
+    bit_depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(samples.dtype, 32)
     color_channels = 1 if samples.shape[2] in (1, 2) else 3
     pixels = _to_unit_float(samples[:, :, :color_channels])
     alpha = _to_unit_float(samples[:, :, color_channels]) if samples.shape[2] > color_channels else None
@@ -582,6 +729,13 @@ def _quantize(values: np.ndarray, dtype: type[np.unsignedinteger]) -> np.ndarray
     return result
 
 
+def _clipped_float(values: np.ndarray) -> np.ndarray:
+    """Float32 in ``[0, 1]`` with NaN as 0, for float TIFF output (no quantisation)."""
+    result = np.array(values, dtype=np.float32)
+    np.nan_to_num(result, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(result, 0.0, 1.0, out=result)
+
+
 def _encode_tiff(samples: np.ndarray, has_alpha: bool) -> bytes:
     """Encode a TIFF with tifffile, which (unlike OpenCV) marks the 4th channel as unassociated alpha.
 
@@ -613,12 +767,19 @@ def _encode(pixels: np.ndarray, alpha: np.ndarray | None, ext: str, bit_depth: i
         alpha = None  # JPEG cannot store it; BMP alpha is ignored by most readers
     if ext not in _HIGH_DEPTH_EXTS:
         bit_depth = 8
-    dtype = np.uint16 if bit_depth == 16 else np.uint8
-    samples = _quantize(pixels, dtype)
-    if alpha is not None:
+    elif bit_depth == 32 and ext != "tif":
+        bit_depth = 16  # only TIFF stores float samples
+    if bit_depth == 32:
+        samples = _clipped_float(pixels)
+        alpha_samples = None if alpha is None else _clipped_float(alpha)
+    else:
+        dtype = np.uint16 if bit_depth == 16 else np.uint8
+        samples = _quantize(pixels, dtype)
+        alpha_samples = None if alpha is None else _quantize(alpha, dtype)
+    if alpha_samples is not None:
         # No encoder we use writes gray + alpha in a form both decoders read back (OpenCV cannot encode
         # 2 channels, and reads 2-channel TIFFs without their alpha), so store it as RGBA.
-        samples = np.concatenate([to_rgb(samples), _quantize(alpha, dtype)[:, :, None]], axis=2)
+        samples = np.concatenate([to_rgb(samples), alpha_samples[:, :, None]], axis=2)
 
     if ext == "tif":
         return _encode_tiff(samples, has_alpha=alpha is not None)
@@ -754,7 +915,8 @@ def write_image(
             and rounded to the nearest integer level.
         alpha: optional ``H x W`` (or ``H x W x 1``) plane in ``[0, 1]``. Kept for png, webp and tif;
             dropped for jpg and bmp. Gray + alpha is stored as RGBA.
-        bit_depth: 8 or 16. 16 is kept for png and tif; jpg, webp and bmp are always 8-bit.
+        bit_depth: 8, 16 or 32 (float samples). 32 is kept for tif and becomes 16 for png; 16 is kept
+            for png and tif; jpg, webp and bmp are always 8-bit.
         quality: 1..100, used by jpg and webp.
         protect: files that must never be overwritten (typically the inputs); writing onto one of them
             raises :class:`ImageWriteError`.
@@ -773,8 +935,10 @@ def write_image(
             f"Cannot write image {target}: unknown format {target.suffix or '(no suffix)'!r}; "
             f"use one of: {choices}"
         )
-    if bit_depth not in (8, 16):
-        raise ImageWriteError(f"Cannot write image {target}: bit depth must be 8 or 16, not {bit_depth}")
+    if bit_depth not in (8, 16, 32):
+        raise ImageWriteError(
+            f"Cannot write image {target}: bit depth must be 8, 16 or 32 (float), not {bit_depth}"
+        )
     if not 1 <= quality <= 100:
         raise ImageWriteError(f"Cannot write image {target}: quality must be 1..100, not {quality}")
     pixels = np.asarray(pixels)

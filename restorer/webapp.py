@@ -391,7 +391,7 @@ def run_image_job(job: Job, progress: gr.Progress | None = None) -> Outcome:
         ("Device", f"{restorer.device} ({precision}), {tiling}"),
         ("Time", f"{seconds:.2f} s"),
     ]
-    return Outcome(before, after, full, f"Download {full.name} ({image.bit_depth}-bit PNG)", facts)
+    return Outcome(before, after, full, f"Download {full.name} ({min(image.bit_depth, 16)}-bit PNG)", facts)
 
 
 def _file_size(num_bytes: int) -> str:

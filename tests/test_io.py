@@ -171,6 +171,50 @@ def test_16bit_gray_alpha_png_is_gray_with_alpha(tmp_path):
     np.testing.assert_array_equal(as_levels(loaded.alpha, 16), samples[..., 1])
 
 
+def test_16bit_gray_alpha_tiff_is_gray_with_alpha(tmp_path):
+    # Pillow cannot open this layout and OpenCV reduces it to 8 bits.
+    samples = random_u16(5, 9, 2)
+    tifffile.imwrite(tmp_path / "la16.tif", samples, photometric="minisblack", extrasamples=["unassalpha"])
+    loaded = rio.read_image(tmp_path / "la16.tif")
+    assert loaded.bit_depth == 16 and loaded.is_gray and loaded.has_alpha
+    np.testing.assert_array_equal(as_levels(loaded.pixels[..., 0], 16), samples[..., 0])
+    np.testing.assert_array_equal(as_levels(loaded.alpha, 16), samples[..., 1])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_float_tiff_in_float_tiff_out(tmp_path, channels):
+    samples = RNG.random((6, 10, channels), dtype=np.float32)
+    extras = ["unassalpha"] if channels == 4 else None
+    tifffile.imwrite(
+        tmp_path / "f.tif",
+        samples[..., 0] if channels == 1 else samples,
+        photometric="minisblack" if channels == 1 else "rgb",
+        extrasamples=extras,
+    )
+    loaded = rio.read_image(tmp_path / "f.tif")
+    assert loaded.bit_depth == 32 and loaded.source_format == "tif"
+    colour = min(channels, 3)
+    np.testing.assert_array_equal(loaded.pixels, samples[..., :colour])
+    assert (loaded.alpha is not None) == (channels == 4)
+    ext = rio.resolve_output_ext("auto", loaded)
+    assert ext == "tif"
+    out = rio.write_image(tmp_path / f"out.{ext}", loaded.pixels, loaded.alpha, bit_depth=loaded.bit_depth)
+    again = rio.read_image(out)
+    assert again.bit_depth == 32
+    np.testing.assert_array_equal(again.pixels, samples[..., :colour])  # no quantisation on the way
+    png = rio.write_image(tmp_path / "out.png", loaded.pixels, loaded.alpha, bit_depth=32)
+    assert rio.read_image(png).bit_depth == 16
+
+
+@pytest.mark.parametrize("bad, reason", [(np.nan, "NaN"), (2.5, r"span .*2\.5")])
+def test_float_tiff_outside_the_unit_range_is_refused(tmp_path, bad, reason):
+    samples = RNG.random((4, 4, 3), dtype=np.float32)
+    samples[1, 2, 0] = bad
+    tifffile.imwrite(tmp_path / "f.tif", samples, photometric="rgb")
+    with pytest.raises(ImageReadError, match=reason):
+        rio.read_image(tmp_path / "f.tif")
+
+
 def test_gray_png_is_one_channel_but_equal_rgb_stays_rgb(tmp_path):
     gray = data.camera()[:30, :20]
     Image.fromarray(gray).save(tmp_path / "gray.png")
@@ -436,6 +480,42 @@ def test_truncated_png_raises_image_read_error(tmp_path, bit_depth):
     path.write_bytes(encoded[: len(encoded) // 2])
     with pytest.raises(ImageReadError, match="Cannot read image"):
         rio.read_image(path)
+
+
+def _jpeg_bytes(image: Image.Image, **options) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def test_jpeg_whose_header_declares_more_pixels_than_its_data_is_an_error(tmp_path):
+    """Pillow fills the missing 99 % with gray and says nothing; that must not become an output."""
+    encoded = bytearray(_jpeg_bytes(Image.fromarray(random_u8(48, 64, 3))))
+    sof = encoded.find(b"\xff\xc0")
+    encoded[sof + 5 : sof + 9] = struct.pack(">HH", 480, 640)
+    path = tmp_path / "liar.jpg"
+    path.write_bytes(bytes(encoded))
+    assert Image.open(path).convert("RGB").size == (640, 480)  # what a lenient decoder gives
+    with pytest.raises(ImageReadError, match="JPEG data is damaged or incomplete"):
+        rio.read_image(path)
+
+
+def test_jpeg_cut_before_its_end_marker_is_an_error(tmp_path):
+    encoded = _jpeg_bytes(Image.fromarray(random_u8(64, 64, 3)))
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(encoded[: len(encoded) * 2 // 3] + b"\xff\xd9")  # ends cleanly, data missing
+    with pytest.raises(ImageReadError, match="damaged or incomplete"):
+        rio.read_image(path)
+
+
+@pytest.mark.parametrize("mode, options", [("L", {}), ("CMYK", {}), ("RGB", {"progressive": True})])
+def test_valid_jpeg_flavours_pass_the_strict_check(tmp_path, mode, options):
+    path = tmp_path / "ok.jpg"
+    path.write_bytes(_jpeg_bytes(Image.fromarray(random_u8(40, 56, 3)).convert(mode), **options))
+    loaded = rio.read_image(path)
+    assert (loaded.height, loaded.width) == (40, 56)
 
 
 def test_folder_and_missing_file_raise_image_read_error(tmp_path):

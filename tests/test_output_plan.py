@@ -3,6 +3,7 @@ replaced, earlier outputs in -o are not read back, and bad -s / --suffix values 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -363,3 +364,48 @@ def test_nan_weights_are_a_clear_error_at_load(tmp_path):
     torch.save({"params": state}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match=f"NaN or infinite value.*in {first}"):
         load_checkpoint(build_network(entry.network_options()), tmp_path / "bad.pth", entry)
+
+
+def test_an_unlistable_sub_folder_is_reported_and_the_rest_still_runs(
+    tiny_zoo, tmp_path, capsys, monkeypatch
+):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _image(src / "good.png")
+    _image(src / "locked" / "hidden.png")
+    _image(src / "open" / "fine.png")
+    listing = Path.iterdir
+
+    def iterdir(self):  # chmod 000 does not stop root, so refuse the listing the way the OS would
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert _infer("-r", str(src), "-o", str(out)) == 1
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "good_out.png",
+        "open/fine_out.png",
+    ]
+    err = capsys.readouterr().err
+    assert "Cannot list folder" in err and "locked" in err and "Traceback" not in err
+
+
+def test_a_tree_deeper_than_the_path_limit_is_reported_and_the_rest_still_runs(tmp_path):
+    src = tmp_path / "in"
+    _image(src / "top.png")
+    here = os.getcwd()
+    try:  # build the deep tree by relative steps: its full path is longer than PATH_MAX
+        os.chdir(src)
+        for level in range(24):
+            name = f"d{level:02d}" + "x" * 200
+            os.mkdir(name)
+            os.chdir(name)
+        _image(Path("deep.png"))
+    finally:
+        os.chdir(here)
+    from restorer.engine.runner import plan_jobs
+
+    plan = plan_jobs([str(src)], tmp_path / "out", recursive=True)
+    assert [item.source.name for item in plan.outputs] == ["top.png"]
+    assert len(plan.failed) == 1 and "File name too long" in plan.failed[0][1]
+    assert len(plan.failed[0][1]) < 400  # the message shows both ends of the path, not all of it

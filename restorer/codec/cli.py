@@ -99,15 +99,31 @@ def _device(spec: str):
     return resolve_device(spec)
 
 
-def _gather(inputs: list[str], out_dir: Path, recursive: bool, accept=None, take_named: bool = False):
-    """Candidates for the output plan: files named directly, and the wanted files of folders."""
+def _gather(
+    inputs: list[str],
+    out_dir: Path,
+    recursive: bool,
+    unreadable: list,
+    accept=None,
+    take_named: bool = False,
+):
+    """Candidates for the output plan: files named directly, and the wanted files of folders (folders
+    that cannot be listed go to ``unreadable``)."""
     from restorer.engine.output_plan import gather
 
     missing = [p for p in inputs if not Path(p).exists()]
     if missing:
         raise UsageError(f"No such file or folder: {', '.join(missing)}")
     kwargs = {"accept": accept} if accept is not None else {}
-    return gather(inputs, out_dir, recursive=recursive, mirror=False, take_named=take_named, **kwargs)
+    return gather(
+        inputs,
+        out_dir,
+        recursive=recursive,
+        mirror=False,
+        take_named=take_named,
+        unreadable=unreadable,
+        **kwargs,
+    )
 
 
 def _progress(items, quiet: bool, unit: str):
@@ -150,12 +166,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if not 1 <= args.threads <= 255:
         raise UsageError(f"--threads must be 1..255, got {args.threads}")
     out_dir = Path(args.output)
-    images, skipped = _gather(args.inputs, out_dir, args.recursive)
+    unreadable: list[tuple[Path, str]] = []
+    images, skipped = _gather(args.inputs, out_dir, args.recursive, unreadable)
     for path in skipped:
         print(f"note: skipping {path} (not an image file)", file=sys.stderr)
-    if not images:
+    if not images and not unreadable:
         raise UsageError(f"No image files found in {', '.join(args.inputs)}.")
     plan = plan_outputs(images, out_dir, ext=SUFFIX, overwrite=args.overwrite)
+    plan.failed.extend(unreadable)
     plan.print_notes()
     failed = list(plan.failed)
     kept = list(plan.existing)
@@ -203,14 +221,21 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from restorer.errors import OutputExistsError, one_line_message
 
     out_dir = Path(args.output)
+    unreadable = []
     files, skipped = _gather(
-        args.inputs, out_dir, False, accept=lambda path: path.suffix.lower() == SUFFIX, take_named=True
+        args.inputs,
+        out_dir,
+        False,
+        unreadable,
+        accept=lambda path: path.suffix.lower() == SUFFIX,
+        take_named=True,
     )
     for path in skipped:
         print(f"note: skipping {path} (not a {SUFFIX} file)", file=sys.stderr)
-    if not files:
+    if not files and not unreadable:
         raise UsageError(f"No {SUFFIX} files found in {', '.join(args.inputs)}.")
     plan = plan_outputs(files, out_dir, ext="png", overwrite=args.overwrite)
+    plan.failed.extend(unreadable)
     plan.print_notes()
     codecs: dict[tuple[str, str], object] = {}
     failed = list(plan.failed)

@@ -131,6 +131,7 @@ def gather(
     mirror: bool = True,
     accept: Callable[[Path], bool] = rio.is_image_file,
     take_named: bool = False,
+    unreadable: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[Candidate], list[Path]]:
     """Expand files and folders into candidates, in the order given, each file once.
 
@@ -139,6 +140,7 @@ def gather(
     sub-folder under ``out_dir``; without, every output goes straight into ``out_dir``. A file named
     directly is taken when ``accept`` takes it, or always with ``take_named``. Returns ``(candidates,
     skipped)``, ``skipped`` being the files left out. Raises :class:`ImageReadError` for a missing path.
+    Folders that cannot be listed go to ``unreadable`` when given (the rest is still gathered).
     """
     out_dir = Path(out_dir)
     candidates: list[Candidate] = []
@@ -154,7 +156,9 @@ def gather(
     for raw in inputs:
         root = Path(raw)
         if root.is_dir():
-            files, ignored = rio.collect_images([root], recursive=recursive, accept=accept)
+            files, ignored = rio.collect_images(
+                [root], recursive=recursive, accept=accept, unreadable=unreadable
+            )
             skipped += ignored
             for path in files:
                 add(path, out_dir / path.parent.relative_to(root) if mirror else out_dir, True)

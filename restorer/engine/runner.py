@@ -328,9 +328,11 @@ def plan_jobs(
         if fixed_ext is None:
             choices = ", ".join(("auto", *rio.OUTPUT_EXTS))
             raise UsageError(f"Unknown output format {ext!r}; choose one of: {choices}")
-    candidates, skipped = gather(inputs, out_dir, recursive=recursive)
+    unreadable: list[tuple[Path, str]] = []
+    candidates, skipped = gather(inputs, out_dir, recursive=recursive, unreadable=unreadable)
     plan = plan_outputs(candidates, out_dir, suffix=suffix, ext=fixed_ext, overwrite=overwrite)
     plan.skipped = skipped
+    plan.failed.extend(unreadable)  # reported with the other failures; the readable files still run
     return plan
 
 
