@@ -27,8 +27,10 @@ import os
 import re
 import secrets
 import stat
+import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -96,6 +98,7 @@ _PIL_FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "TIFF
 
 # EXIF tag 0x0112 (also the TIFF Orientation tag).
 _ORIENTATION_TAG = 274
+_ICC_PROFILE_TAG = 34675  # TIFF InterColorProfile
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_GRAY_COLOR_TYPES = frozenset({0, 4})  # 0: gray, 4: gray + alpha
@@ -243,6 +246,8 @@ class LoadedImage:
         source_format: canonical suffix of the file's real format (``'png'``, ``'jpg'``, ``'webp'``,
             ``'tif'``, ``'bmp'``; other formats Pillow reads get their lowercase Pillow name).
         path: the file it was read from.
+        icc_profile: the embedded ICC colour profile, if any (carried to outputs by
+            :func:`write_image`; the pixels themselves are never converted).
     """
 
     pixels: np.ndarray
@@ -250,6 +255,7 @@ class LoadedImage:
     bit_depth: int
     source_format: str
     path: Path
+    icc_profile: bytes | None = None
 
     @property
     def is_gray(self) -> bool:
@@ -417,11 +423,12 @@ def _is_float_tiff(image: Image.Image) -> bool:
     return 3 in (formats if isinstance(formats, tuple) else (formats,))
 
 
-def _decode_tiff_with_tifffile(data: bytes, path: Path) -> tuple[np.ndarray, int]:
+def _decode_tiff_with_tifffile(data: bytes, path: Path) -> tuple[np.ndarray, int, bytes | None]:
     """Decode the first page of a TIFF that Pillow and OpenCV cannot (16-bit gray+alpha, float samples).
 
-    Returns ``(samples, orientation)``: ``H x W x C`` uint8, uint16 or float32 in stored order, C being
-    gray, gray+alpha, RGB or RGBA, and the TIFF Orientation tag still to apply.
+    Returns ``(samples, orientation, icc_profile)``: ``H x W x C`` uint8, uint16 or float32 in stored
+    order, C being gray, gray+alpha, RGB or RGBA, the TIFF Orientation tag still to apply, and the
+    embedded ICC profile or None.
     """
     import tifffile
 
@@ -442,6 +449,8 @@ def _decode_tiff_with_tifffile(data: bytes, path: Path) -> tuple[np.ndarray, int
         extras = tuple(int(e) for e in page.extrasamples)
         orientation_tag = page.tags.get(_ORIENTATION_TAG)
         orientation = int(orientation_tag.value) if orientation_tag is not None else 1
+        icc_tag = page.tags.get(_ICC_PROFILE_TAG)
+        icc_profile = bytes(icc_tag.value) if icc_tag is not None and icc_tag.value else None
     if samples.ndim == 2:
         samples = samples[:, :, None]
     if samples.ndim != 3 or samples.shape[:2] != (height, width):
@@ -465,7 +474,7 @@ def _decode_tiff_with_tifffile(data: bytes, path: Path) -> tuple[np.ndarray, int
         raise ValueError(f"TIFF samples of type {samples.dtype} are not supported (8/16-bit or float)")
     if has_alpha and extras[0] == 1:  # associated (premultiplied) alpha -> straight alpha
         samples = _unpremultiply(samples, colour)
-    return samples, orientation
+    return samples, orientation, icc_profile
 
 
 def _unpremultiply(samples: np.ndarray, colour: int) -> np.ndarray:
@@ -574,6 +583,7 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
                 "decompression bomb"
             )
         source_format = _PIL_FORMATS.get(image.format or "", (image.format or "unknown").lower())
+        icc_profile = image.info.get("icc_profile") or None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -587,7 +597,7 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
                     if samples is None and not is_tiff:
                         raise ValueError("the 16-bit data is corrupt or truncated")
                     if samples is None and is_gray:  # OpenCV reduces 16-bit gray+alpha to 8 bits
-                        samples, orientation = _decode_tiff_with_tifffile(data, path)
+                        samples, orientation, icc_profile = _decode_tiff_with_tifffile(data, path)
                     elif samples is not None:
                         if is_tiff:
                             orientation = 1 if _cv2_applies_tiff_orientation() else _exif_orientation(image)
@@ -610,20 +620,22 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
             reason = str(exc) or type(exc).__name__
             raise ImageReadError(f"Cannot read image {path}: {reason}") from exc
 
-    return _loaded(samples, orientation, source_format, path)
+    return _loaded(samples, orientation, source_format, path, icc_profile)
 
 
 def _read_tiff_with_tifffile(data: bytes, path: Path) -> LoadedImage:
     try:
-        samples, orientation = _decode_tiff_with_tifffile(data, path)
+        samples, orientation, icc_profile = _decode_tiff_with_tifffile(data, path)
     except ImageReadError:
         raise
     except Exception as exc:
         raise ImageReadError(f"Cannot read image {path}: {str(exc) or type(exc).__name__}") from exc
-    return _loaded(samples, orientation, "tif", path)
+    return _loaded(samples, orientation, "tif", path, icc_profile)
 
 
-def _loaded(samples: np.ndarray, orientation: int, source_format: str, path: Path) -> LoadedImage:
+def _loaded(
+    samples: np.ndarray, orientation: int, source_format: str, path: Path, icc_profile: bytes | None
+) -> LoadedImage:
     """Upright float pixels and alpha from decoded ``H x W x C`` samples (uint8, uint16 or float32)."""
     if samples.dtype not in (np.uint8, np.uint16, np.float32):
         raise ImageReadError(f"Cannot read image {path}: unsupported sample type {samples.dtype}")
@@ -633,7 +645,12 @@ def _loaded(samples: np.ndarray, orientation: int, source_format: str, path: Pat
     pixels = _to_unit_float(samples[:, :, :color_channels])
     alpha = _to_unit_float(samples[:, :, color_channels]) if samples.shape[2] > color_channels else None
     return LoadedImage(
-        pixels=pixels, alpha=alpha, bit_depth=bit_depth, source_format=source_format, path=path
+        pixels=pixels,
+        alpha=alpha,
+        bit_depth=bit_depth,
+        source_format=source_format,
+        path=path,
+        icc_profile=icc_profile,
     )
 
 
@@ -736,7 +753,7 @@ def _clipped_float(values: np.ndarray) -> np.ndarray:
     return np.clip(result, 0.0, 1.0, out=result)
 
 
-def _encode_tiff(samples: np.ndarray, has_alpha: bool) -> bytes:
+def _encode_tiff(samples: np.ndarray, has_alpha: bool, icc_profile: bytes | None = None) -> bytes:
     """Encode a TIFF with tifffile, which (unlike OpenCV) marks the 4th channel as unassociated alpha.
 
     OpenCV writes RGBA TIFFs without the ExtraSamples tag, so other programs see a fourth colour
@@ -757,12 +774,20 @@ def _encode_tiff(samples: np.ndarray, has_alpha: bool) -> bytes:
         extrasamples=["unassalpha"] if has_alpha else None,
         compression="zlib",
         metadata=None,  # no tifffile JSON in ImageDescription
+        iccprofile=icc_profile or None,
     )
     return buffer.getvalue()
 
 
-def _encode(pixels: np.ndarray, alpha: np.ndarray | None, ext: str, bit_depth: int, quality: int) -> bytes:
-    """Encode float pixels (+ alpha) into the bytes of a ``ext`` file."""
+def _encode(
+    pixels: np.ndarray,
+    alpha: np.ndarray | None,
+    ext: str,
+    bit_depth: int,
+    quality: int,
+    icc_profile: bytes | None = None,
+) -> bytes:
+    """Encode float pixels (+ alpha, + an ICC profile where the format has room) into ``ext`` bytes."""
     if ext not in _ALPHA_EXTS:
         alpha = None  # JPEG cannot store it; BMP alpha is ignored by most readers
     if ext not in _HIGH_DEPTH_EXTS:
@@ -781,8 +806,10 @@ def _encode(pixels: np.ndarray, alpha: np.ndarray | None, ext: str, bit_depth: i
         # 2 channels, and reads 2-channel TIFFs without their alpha), so store it as RGBA.
         samples = np.concatenate([to_rgb(samples), alpha_samples[:, :, None]], axis=2)
 
+    if icc_profile and not _profile_fits(icc_profile, gray=samples.shape[2] == 1):
+        icc_profile = None  # e.g. an RGB profile on a gray output: wrong, so better none
     if ext == "tif":
-        return _encode_tiff(samples, has_alpha=alpha is not None)
+        return _encode_tiff(samples, has_alpha=alpha_samples is not None, icc_profile=icc_profile)
 
     channels = samples.shape[2]
     if channels == 3:
@@ -800,7 +827,80 @@ def _encode(pixels: np.ndarray, alpha: np.ndarray | None, ext: str, bit_depth: i
     ok, encoded = cv2.imencode(f".{ext}", samples, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode {ext.upper()}")
+    if icc_profile and ext in _ICC_EMBEDDERS:
+        return _ICC_EMBEDDERS[ext](encoded.tobytes(), icc_profile)
     return encoded.tobytes()
+
+
+def _profile_fits(profile: bytes, gray: bool) -> bool:
+    """Whether an ICC profile's colour space (header bytes 16..20) is the output's: gray or RGB."""
+    return len(profile) >= 128 and profile[16:20] == (b"GRAY" if gray else b"RGB ")
+
+
+def _png_with_icc(png: bytes, profile: bytes) -> bytes:
+    """Insert an ``iCCP`` chunk right after ``IHDR`` (it must precede ``PLTE`` and ``IDAT``)."""
+    end_of_ihdr = 8 + 8 + 13 + 4  # signature, then IHDR's length + type, 13 data bytes, CRC
+    payload = b"ICC profile\x00\x00" + zlib.compress(profile)  # name, NUL, compression method 0
+    chunk = struct.pack(">I", len(payload)) + b"iCCP" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"iCCP" + payload))
+    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+
+
+def _jpeg_with_icc(jpeg: bytes, profile: bytes) -> bytes:
+    """Insert the profile as ``APP2 ICC_PROFILE`` segments (at most 65,519 bytes each) after the
+    leading ``SOI`` and ``APP0``/``APP1`` segments."""
+    position = 2
+    while jpeg[position : position + 1] == b"\xff" and jpeg[position + 1] in (0xE0, 0xE1):
+        position += 2 + struct.unpack(">H", jpeg[position + 2 : position + 4])[0]
+    pieces = [profile[i : i + 65519] for i in range(0, len(profile), 65519)]
+    segments = b"".join(
+        b"\xff\xe2"
+        + struct.pack(">H", 2 + 14 + len(piece))
+        + b"ICC_PROFILE\x00"
+        + bytes((number, len(pieces)))
+        + piece
+        for number, piece in enumerate(pieces, 1)
+    )
+    return jpeg[:position] + segments + jpeg[position:]
+
+
+def _webp_with_icc(webp: bytes, profile: bytes) -> bytes:
+    """Add an ``ICCP`` chunk: it needs the extended (``VP8X``) layout, with the ICC flag set."""
+    chunks = []
+    position = 12
+    while position + 8 <= len(webp):
+        kind, size = webp[position : position + 4], struct.unpack("<I", webp[position + 4 : position + 8])[0]
+        chunks.append((kind, webp[position + 8 : position + 8 + size]))
+        position += 8 + size + (size & 1)
+    if chunks and chunks[0][0] == b"VP8X":
+        flags = chunks[0][1][0] | 0x20
+        vp8x = bytes((flags,)) + chunks[0][1][1:]
+        rest = chunks[1:]
+    else:
+        width, height = _webp_canvas(chunks[0])
+        has_alpha = chunks[0][0] == b"VP8L" and bool(chunks[0][1][4] & 0x10)
+        flags = 0x20 | (0x10 if has_alpha else 0)
+        size = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        vp8x = bytes((flags, 0, 0, 0)) + size
+        rest = chunks
+    ordered = [(b"VP8X", vp8x), (b"ICCP", profile), *rest]
+    body = b"".join(
+        kind + struct.pack("<I", len(data)) + data + b"\x00" * (len(data) & 1) for kind, data in ordered
+    )
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def _webp_canvas(chunk: tuple[bytes, bytes]) -> tuple[int, int]:
+    kind, data = chunk
+    if kind == b"VP8 ":  # lossy: 3-byte frame tag, start code, then 14-bit width and height
+        return struct.unpack("<H", data[6:8])[0] & 0x3FFF, struct.unpack("<H", data[8:10])[0] & 0x3FFF
+    if kind == b"VP8L":  # lossless: signature byte, then 14-bit width-1 and height-1
+        bits = int.from_bytes(data[1:5], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    raise ValueError(f"unexpected WebP chunk {kind!r}")
+
+
+_ICC_EMBEDDERS = {"png": _png_with_icc, "jpg": _jpeg_with_icc, "webp": _webp_with_icc}
 
 
 def _same_file(target: Path, protected: Collection[str | os.PathLike[str]]) -> Path | None:
@@ -905,6 +1005,7 @@ def write_image(
     *,
     protect: Collection[str | os.PathLike[str]] = (),
     overwrite: bool = True,
+    icc_profile: bytes | None = None,
 ) -> Path:
     """Write float ``[0, 1]`` RGB/gray pixels (and optional alpha) atomically; return the path written.
 
@@ -922,6 +1023,8 @@ def write_image(
             raises :class:`ImageWriteError`.
         overwrite: replace an existing ``path``; when False an existing file is left as it is and
             :class:`~restorer.errors.OutputExistsError` (an ``ImageWriteError``) is raised.
+        icc_profile: an ICC colour profile to embed (the input's, so colour-managed viewers show the
+            output as they showed the input); png, jpg, webp and tif carry it, bmp drops it.
 
     Raises:
         ImageWriteError: bad arguments, a protected or unwritable target, or an encoder failure. No
@@ -972,7 +1075,7 @@ def write_image(
         raise OutputExistsError.at(target)  # before encoding: nothing is spent on an output that is kept
 
     try:
-        data = _encode(pixels, alpha, ext, bit_depth, quality)
+        data = _encode(pixels, alpha, ext, bit_depth, quality, icc_profile)
     except (cv2.error, ValueError, TypeError, OSError) as exc:
         raise ImageWriteError(f"Cannot write image {target}: encoding failed ({exc})") from exc
     try:

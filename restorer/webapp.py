@@ -370,7 +370,9 @@ def run_image_job(job: Job, progress: gr.Progress | None = None) -> Outcome:
     out_h, out_w = pixels.shape[:2]
 
     stem = f"{job.name}_{job.spec.name}_{entry.model}"
-    full = rio.write_image(job.out_dir / f"{stem}.png", pixels, alpha, bit_depth=image.bit_depth)
+    full = rio.write_image(
+        job.out_dir / f"{stem}.png", pixels, alpha, bit_depth=image.bit_depth, icc_profile=image.icc_profile
+    )
     # The slider gets 8-bit PNG previews (browsers show them everywhere); the download is ``full``.
     after = full
     if image.bit_depth != 8:

@@ -215,6 +215,55 @@ def test_float_tiff_outside_the_unit_range_is_refused(tmp_path, bad, reason):
         rio.read_image(tmp_path / "f.tif")
 
 
+def _icc(space: str) -> bytes:
+    from PIL import ImageCms
+
+    if space == "gray":  # Pillow builds no gray profile: the sRGB one with its colour space set to GRAY
+        profile = bytearray(_icc("rgb"))
+        profile[16:20] = b"GRAY"
+        return bytes(profile)
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg", "webp", "tif"])
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_icc_profile_is_read_and_carried_to_the_output(tmp_path, suffix, with_alpha):
+    """Wide-gamut photos keep their colours only with their profile: every format with room keeps it,
+    and the files stay readable by OpenCV and Pillow."""
+    profile = _icc("rgb")
+    pixels = RNG.random((12, 20, 3), dtype=np.float32)
+    alpha = RNG.random((12, 20), dtype=np.float32) if with_alpha else None
+    written = rio.write_image(tmp_path / f"a.{suffix}", pixels, alpha, icc_profile=profile)
+    with Image.open(written) as image:
+        image.load()
+        assert image.info.get("icc_profile") == profile
+        assert image.size == (20, 12)
+    assert cv2.imread(str(written), cv2.IMREAD_UNCHANGED).shape[:2] == (12, 20)
+    loaded = rio.read_image(written)
+    assert loaded.icc_profile == profile
+    again = rio.write_image(
+        tmp_path / f"b.{suffix}", loaded.pixels, loaded.alpha, icc_profile=loaded.icc_profile
+    )
+    assert rio.read_image(again).icc_profile == profile
+
+
+def test_icc_profile_of_another_colour_space_is_not_embedded(tmp_path):
+    gray = rio.write_image(
+        tmp_path / "g.png", RNG.random((8, 8, 1), dtype=np.float32), icc_profile=_icc("rgb")
+    )
+    assert rio.read_image(gray).icc_profile is None
+    kept = rio.write_image(
+        tmp_path / "k.png", RNG.random((8, 8, 1), dtype=np.float32), icc_profile=_icc("gray")
+    )
+    assert rio.read_image(kept).icc_profile == _icc("gray")
+    assert (
+        rio.read_image(
+            rio.write_image(tmp_path / "b.bmp", np.zeros((4, 4, 3)), icc_profile=_icc("rgb"))
+        ).icc_profile
+        is None
+    )
+
+
 def test_gray_png_is_one_channel_but_equal_rgb_stays_rgb(tmp_path):
     gray = data.camera()[:30, :20]
     Image.fromarray(gray).save(tmp_path / "gray.png")

@@ -409,3 +409,14 @@ def test_a_tree_deeper_than_the_path_limit_is_reported_and_the_rest_still_runs(t
     assert [item.source.name for item in plan.outputs] == ["top.png"]
     assert len(plan.failed) == 1 and "File name too long" in plan.failed[0][1]
     assert len(plan.failed[0][1]) < 400  # the message shows both ends of the path, not all of it
+
+
+def test_infer_carries_the_inputs_icc_profile(tiny_zoo, tmp_path):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = rio.write_image(
+        tmp_path / "in" / "wide.jpg", np.random.default_rng(0).random((16, 24, 3)), icc_profile=profile
+    )
+    assert _infer(str(source), "-o", str(tmp_path / "out")) == 0
+    assert rio.read_image(tmp_path / "out" / "wide_out.jpg").icc_profile == profile

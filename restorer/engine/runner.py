@@ -381,7 +381,7 @@ def process_files(
                 pixels, alpha = restorer.run_image(image, alpha_mode, outscale, on_tile)
             finally:
                 tile_bar.close()
-            bit_depth = image.bit_depth
+            bit_depth, icc_profile = image.bit_depth, image.icc_profile
             del image  # its float pixels are 12 bytes a pixel: not kept alive while the output is encoded
             rio.write_image(
                 target,
@@ -391,6 +391,7 @@ def process_files(
                 quality=quality,
                 protect=protect,
                 overwrite=overwrite,
+                icc_profile=icc_profile,
             )
             report.written.append(target)
             if job.renamed:
