@@ -189,3 +189,24 @@ def test_non_oom_errors_propagate():
 
     with pytest.raises(ValueError, match="boom"):
         run_tiled_with_oom_retry(forward, torch.rand(1, 3, 16, 16), 1, 8, TileSettings(0))
+
+
+def test_long_strips_tile_in_long_tiles_of_the_same_area():
+    from restorer.engine.tiling import count_tiles, tile_shape
+
+    # A 1 x 100000 strip with 64 px tiles: square tiles would be 16 x 64 (about 3,100 of them).
+    assert tile_shape(16, 100000, 64, 16) == (16, 256)
+    strip = TileSettings(64, 32)
+    assert count_tiles(1, 100000, strip, 16) == count_tiles(100000, 1, strip, 16)
+    assert count_tiles(1, 100000, TileSettings(64, 32), 16) < 500
+    assert tile_shape(512, 512, 64, 16) == (64, 64)  # both sides long: square as before
+    assert tile_shape(48, 100, 64, 16) == (48, 80)  # never more area than tile x tile
+    assert 48 * 80 <= 64 * 64
+
+
+def test_pointwise_model_on_a_strip_tiled_equals_whole():
+    model = PointwiseUpsampler(2)
+    image = torch.rand(1, 3, 5, 700)
+    whole = run_tiled(model, image, 2, 8, TileSettings(0))
+    tiled = run_tiled(model, image, 2, 8, TileSettings(32, 16))
+    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)

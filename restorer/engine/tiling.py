@@ -98,12 +98,27 @@ class TileSettings:
         return tile, overlap
 
 
+def tile_shape(padded_height: int, padded_width: int, tile: int, multiple: int) -> tuple[int, int]:
+    """``(tile_h, tile_w)`` for an image of the given padded size: ``tile x tile``, except when one side
+    is shorter than ``tile``. Then the tile spans that whole side and is longer along the other, with
+    the same area (the memory a tile needs follows its area), so a 1 x 100000 strip runs in a few
+    dozen tiles instead of thousands."""
+    if padded_height <= tile < padded_width:
+        long_side = tile * tile // padded_height // multiple * multiple
+        return padded_height, min(max(long_side, tile), padded_width)
+    if padded_width <= tile < padded_height:
+        long_side = tile * tile // padded_width // multiple * multiple
+        return min(max(long_side, tile), padded_height), padded_width
+    return tile, tile
+
+
 def count_tiles(height: int, width: int, settings: TileSettings, multiple: int) -> int:
     tile, overlap = settings.resolved(multiple)
     hp, wp = _round_up(height, multiple), _round_up(width, multiple)
     if tile == 0:
         return 1
-    return len(plan_axis(hp, tile, overlap, multiple)) * len(plan_axis(wp, tile, overlap, multiple))
+    tile_h, tile_w = tile_shape(hp, wp, tile, multiple)
+    return len(plan_axis(hp, tile_h, overlap, multiple)) * len(plan_axis(wp, tile_w, overlap, multiple))
 
 
 def run_tiled(
@@ -140,8 +155,9 @@ def run_tiled(
         return result.float().cpu()
     padded, _ = pad_to_multiple(image, multiple)
     hp, wp = padded.shape[-2:]
-    rows = plan_axis(hp, tile, overlap, multiple)
-    cols = plan_axis(wp, tile, overlap, multiple)
+    tile_h, tile_w = tile_shape(hp, wp, tile, multiple)
+    rows = plan_axis(hp, tile_h, overlap, multiple)
+    cols = plan_axis(wp, tile_w, overlap, multiple)
     total = len(rows) * len(cols)
 
     # Every row span meets every column span and each tile's weight is w_row (x) w_col, so the sum of the
