@@ -52,6 +52,7 @@ __all__ = [
     "collect_images",
     "is_image_file",
     "output_path_for",
+    "probe_size",
     "read_image",
     "resolve_output_ext",
     "to_gray",
@@ -544,6 +545,19 @@ def _to_unit_float(samples: np.ndarray) -> np.ndarray:
     result = samples.astype(np.float32, order="C")  # C order even for rotated views (torch wants it)
     result /= scale
     return result
+
+
+def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(height, width)`` from the file's header without decoding its pixels; None when the header
+    cannot be read (:func:`read_image` then says why)."""
+    try:
+        with _pillow_bomb_limit_lifted(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+    except Exception:
+        return None
+    return height, width
 
 
 def read_image(path: str | os.PathLike[str]) -> LoadedImage:

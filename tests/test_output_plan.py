@@ -420,3 +420,30 @@ def test_infer_carries_the_inputs_icc_profile(tiny_zoo, tmp_path):
     )
     assert _infer(str(source), "-o", str(tmp_path / "out")) == 0
     assert rio.read_image(tmp_path / "out" / "wide_out.jpg").icc_profile == profile
+
+
+def test_an_image_that_cannot_fit_in_memory_is_refused_before_decoding(
+    tiny_zoo, tmp_path, capsys, monkeypatch
+):
+    from restorer.engine import budget
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    _image(src / "small.png", size=(16, 24))
+    _image(src / "large.png", size=(200, 300))
+    # Room for the small job (16 x 24 at x2: ~0.1 MB) and not the large one (~15 MB).
+    monkeypatch.setattr(budget, "available_memory", lambda: 2 * budget.image_job_bytes(16, 24, 2))
+    decoded = []
+    read = rio.read_image
+    monkeypatch.setattr(rio, "read_image", lambda path: decoded.append(Path(path).name) or read(path))
+    assert _infer(str(src), "-o", str(out)) == 1
+    assert [p.name for p in out.iterdir()] == ["small_out.png"]
+    assert decoded == ["small.png"]  # the large one was refused from its header
+    err = capsys.readouterr().err
+    assert "300 x 200 image at x2 (600 x 400 out) needs about" in err and "megapixels fit" in err
+
+
+def test_the_memory_estimate_grows_with_the_output():
+    from restorer.engine.budget import image_job_bytes
+
+    assert image_job_bytes(8000, 8000, 4) > 12 * 2**30  # the float32 x4 canvas alone is 12 GiB
+    assert image_job_bytes(100, 100, 4) > image_job_bytes(100, 100, 2) > image_job_bytes(100, 100, 1)

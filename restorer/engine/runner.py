@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from restorer import io as rio
+from restorer.engine.budget import check_image_job
 from restorer.engine.output_plan import OutputPlan, PlannedOutput, gather, plan_outputs
 from restorer.engine.tiling import TileSettings, count_tiles, run_tiled_with_oom_retry
 from restorer.errors import OutputExistsError, RestorerError, UsageError, one_line_message
@@ -364,6 +365,9 @@ def process_files(
         bar.set_postfix_str(job.source.name[-40:])
         target = None
         try:
+            size = rio.probe_size(job.source)
+            if size is not None:  # refuse before decoding what cannot fit
+                check_image_job(job.source, *size, outscale or restorer.scale)
             image = rio.read_image(job.source)
             out_ext = rio.resolve_output_ext(ext, image)
             target = job.target(out_ext, suffix)
