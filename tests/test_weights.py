@@ -171,8 +171,10 @@ def test_weights_init_rrformer_needs_no_vgg19_file(tmp_path, monkeypatch):
     build_network(options).load_state_dict(state, strict=True)
 
 
-def test_save_safetensors_is_atomic_and_keeps_metadata(tmp_path):
+def test_save_safetensors_is_atomic_and_keeps_metadata(tmp_path, monkeypatch):
     from safetensors import safe_open
+
+    from restorer import io as rio
 
     target = tmp_path / "out" / "model.safetensors"
     rw.save_safetensors({"w": torch.ones(2, 3)}, target, {"recipe": "options/train/x.yml", "iterations": "7"})
@@ -181,8 +183,15 @@ def test_save_safetensors_is_atomic_and_keeps_metadata(tmp_path):
             handle.get_tensor("w"), torch.ones(2, 3)
         )
     assert oct(target.stat().st_mode & 0o777) == "0o644"
-    with pytest.raises(ValueError):  # not a tensor: the old file stays, and no temporary file is left
-        rw.save_safetensors({"w": "not a tensor"}, target, {})
+    before = target.read_bytes()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt  # the write is cut after the new bytes went to the temporary file
+
+    monkeypatch.setattr(rio.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rw.save_safetensors({"w": torch.zeros(5)}, target, {"iterations": "8"})
+    assert target.read_bytes() == before  # the old file stays, and no temporary file is left
     assert [p.name for p in target.parent.iterdir()] == ["model.safetensors"]
 
 
