@@ -7,8 +7,8 @@ Prints one JSON report on stdout (logs go to stderr) and exits 1 if any check fa
     python bench/gpu_check.py --device cpu --quick                         # CPU smoke test (tests/)
 
 ``bench/run_gpu_check.sh`` is the command to give the device tool. Nothing here needs the network: the
-models get random weights (seeded) or the shipped ``weights/restorer_*`` files, the images come from
-``datasets/samples``. ``--device cpu`` runs every check with the CPU where CUDA would be, at small sizes
+models get random weights (seeded) or the shipped ``restorer/bundled/restorer_*`` files, the images come from
+``restorer/samples``. ``--device cpu`` runs every check with the CPU where CUDA would be, at small sizes
 (the CUDA-only parts are reported as skipped, with the reason); ``--quick`` also cuts the random-weight
 networks to one stage. ``--only NAME ...`` reruns some checks; ``--out FILE`` is rewritten after every
 check, so a run stopped at a time limit still leaves what it did. ``--budget-s`` (CUDA: 270 s) is the
@@ -40,14 +40,14 @@ Checks (each one recorded on its own; a failure is kept with its error and the o
 ``training``
     A few steps of each bundled recipe through ``RestorerSRModel`` (the recipe's network, optimizer, loss,
     gradient clipping, EMA and ``train.speed``, e.g. bf16 autocast + channels_last) on fixed batches cut
-    from ``datasets/samples``: the loss must fall and stay finite.
+    from ``restorer/samples``: the loss must fall and stay finite.
 ``throughput``
     Input megapixels per second, tiled with the default tile and precision, for HAT-S x4, CRAFT x4 (the
     bundled x4 weights: CRAFT's published configuration), the bundled x2 CRAFT and the bundled denoiser, on
     a 3840x2160 input on the device (peak GPU memory too), next to CPU numbers of the same models measured
     in the same run on a small input. A device run projected to take too long gets a smaller input, said so.
 ``cli_infer``
-    ``python -m restorer infer --device cuda ...`` (``--device cpu`` in the dry run) on ``datasets/samples``
+    ``python -m restorer infer --device cuda ...`` (``--device cpu`` in the dry run) on ``restorer/samples``
     into a temporary folder: exit status 0, every output written at the right size and close to a
     bicubic / identity baseline.
 """
@@ -80,7 +80,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-SAMPLES = ROOT / "datasets" / "samples"
+SAMPLES = ROOT / "restorer" / "samples"
 RECIPES = (
     "options/train/bundled_CRAFT_SRx2_corpus.yml",
     "options/train/bundled_RestoreRWKV_denoise_sigma25_corpus.yml",

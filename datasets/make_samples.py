@@ -1,4 +1,4 @@
-"""Rebuild datasets/samples/: small demo inputs cut from photos that ship with scikit-image.
+"""Rebuild restorer/samples/: small demo inputs cut from photos that ship with scikit-image.
 
 Run: python datasets/make_samples.py. The output is deterministic (fixed crops, no randomness),
 and covers the cases the tool must keep: RGB, grayscale, RGBA (alpha) and 16-bit.
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-OUT = Path(__file__).resolve().parent / "samples"
+OUT = Path(__file__).resolve().parent.parent / "restorer" / "samples"
 
 
 def _write(name: str, array: np.ndarray) -> None:

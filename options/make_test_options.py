@@ -11,11 +11,17 @@ from typing import Any
 
 import yaml
 
+from restorer import weights as rw
 from restorer import zoo
 
 OUT = Path(__file__).resolve().parent / "test"
 TEST_SETS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 MODEL_TYPES = {"HAT": "HATModel", "DRCT": "DRCTModel", "CRAFT": "CRAFTModel", "DLGSANet": "SRModel"}
+
+
+def _weights_folder(entry: zoo.ZooEntry) -> str:
+    """Shipped files live in the package; official ones go in the clone's weights/."""
+    return "restorer/bundled" if rw.is_shipped(entry) else "weights"
 
 
 def sr_entries() -> list[zoo.ZooEntry]:
@@ -49,7 +55,7 @@ def test_options(entry: zoo.ZooEntry) -> dict[str, Any]:
         "datasets": datasets,
         "network_g": entry.network_options(),
         "path": {
-            "pretrain_network_g": f"./weights/{entry.weight_file}",
+            "pretrain_network_g": f"./{_weights_folder(entry)}/{entry.weight_file}",
             "strict_load_g": True,
             "param_key_g": entry.param_key,
         },

@@ -72,7 +72,7 @@ DEFAULT_MAX_PIXELS = 2**21
 MAX_FILE_SIZE = "100mb"
 """Upload size cap enforced by Gradio before a file reaches us (a 2 MP 16-bit RGBA TIFF is ~17 MB)."""
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "datasets" / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 TILE_CHOICES: list[tuple[str, str]] = [
     ("auto (by free GPU memory; 256 on CPU)", "auto"),
@@ -657,7 +657,7 @@ def _header_size(path: Path) -> tuple[int, int] | str | None:
 
 
 def sample_images() -> list[Path]:
-    """The example images offered under the upload box (datasets/samples, when present)."""
+    """The example images offered under the upload box (the package's samples/)."""
     if not SAMPLES_DIR.is_dir():
         return []
     return sorted(p for p in SAMPLES_DIR.iterdir() if rio.is_image_file(p))
@@ -724,7 +724,7 @@ def build_app(max_pixels: int = DEFAULT_MAX_PIXELS, demo: WebDemo | None = None)
                     gr.Examples(
                         [[str(p)] for p in samples],
                         inputs=[image_in],
-                        label="Examples (datasets/samples)",
+                        label="Examples (restorer/samples)",
                         elem_id="examples",
                     )
             with gr.Column(scale=1):

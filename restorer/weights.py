@@ -26,16 +26,31 @@ from restorer.zoo import ZooEntry
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 # "icnn": the public RRFormer / ERRNet checkpoints
 CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator", "icnn")
+BUNDLED_WEIGHTS_DIR = Path(__file__).resolve().parent / "bundled"
+"""The weights this project trained and ships inside the package (package data: wheels carry them)."""
 PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+"""A clone's weights/ folder, where official checkpoints go (absent in an installed wheel)."""
+
+
+def user_weights_dir() -> Path:
+    """Where downloads go outside a clone: ``$XDG_CACHE_HOME/restorer/weights`` (``~/.cache/...``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "restorer" / "weights"
+
+
+def default_download_dir() -> Path:
+    """The clone's weights/ when running from a clone, else :func:`user_weights_dir`."""
+    return PROJECT_WEIGHTS_DIR if PROJECT_WEIGHTS_DIR.is_dir() else user_weights_dir()
 
 
 def weight_dirs() -> list[Path]:
-    """Folders searched for weight files: $RESTORER_WEIGHTS_DIR, ./weights, the project's weights/."""
+    """Folders searched for weight files, first match wins: $RESTORER_WEIGHTS_DIR, ./weights, the
+    clone's weights/, the user cache (downloads outside a clone), then the shipped files."""
     dirs: list[Path] = []
     env = os.environ.get("RESTORER_WEIGHTS_DIR")
     if env:
         dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    dirs += [Path.cwd() / "weights", PROJECT_WEIGHTS_DIR]
+    dirs += [Path.cwd() / "weights", PROJECT_WEIGHTS_DIR, user_weights_dir(), BUNDLED_WEIGHTS_DIR]
     unique: list[Path] = []
     for d in dirs:
         if d.resolve() not in [u.resolve() for u in unique]:
@@ -58,12 +73,17 @@ def find_weights(entry: ZooEntry) -> Path | None:
     return None
 
 
+def is_shipped(entry: ZooEntry) -> bool:
+    """Whether ``entry``'s weights ship with the package (in :data:`BUNDLED_WEIGHTS_DIR`)."""
+    return (BUNDLED_WEIGHTS_DIR / entry.weight_file).is_file()
+
+
 def is_available(entry: ZooEntry) -> bool:
     return find_weights(entry) is not None
 
 
 def missing_weights_message(entry: ZooEntry) -> str:
-    where = weight_dirs()[-1]
+    where = default_download_dir()
     if entry.url:
         how = f"To get it, run `restorer weights download {entry.model} --scale {entry.scale}`"
     else:  # published pages, or "not published: train it with ..." for models nobody can download
@@ -349,7 +369,7 @@ def download(entry: ZooEntry, dest_dir: str | os.PathLike | None = None, progres
         raise WeightsNotFoundError(
             f"{entry.display_name} x{entry.scale} has no direct download link: its weights are published "
             f"on {entry.published}. Download '{entry.weight_file}' by hand and put it in "
-            f"{PROJECT_WEIGHTS_DIR}/ (or pass --weights PATH)."
+            f"{default_download_dir()}/ (or pass --weights PATH)."
         )
 
     def check(path: str) -> str | None:
@@ -358,13 +378,13 @@ def download(entry: ZooEntry, dest_dir: str | os.PathLike | None = None, progres
         actual = sha256_of(path)
         return None if actual == entry.sha256 else f"has sha256 {actual}, expected {entry.sha256}"
 
-    folder = Path(dest_dir) if dest_dir else PROJECT_WEIGHTS_DIR
+    folder = Path(dest_dir) if dest_dir else default_download_dir()
     return _fetch(entry.url, folder / entry.weight_file, check, progress)
 
 
 def download_auxiliary(name: str, dest_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Fetch the auxiliary file ``name`` (:data:`AUXILIARY_WEIGHTS`), check its sha256 prefix, place it
-    atomically in ``dest_dir`` (default: the project's weights/)."""
+    atomically in ``dest_dir`` (default: :func:`default_download_dir`)."""
     aux = AUXILIARY_WEIGHTS[name]
 
     def check(path: str) -> str | None:
@@ -375,5 +395,5 @@ def download_auxiliary(name: str, dest_dir: str | os.PathLike | None = None, pro
             else f"has sha256 {actual}, not {aux.sha256_prefix}..."
         )
 
-    folder = Path(dest_dir) if dest_dir else PROJECT_WEIGHTS_DIR
+    folder = Path(dest_dir) if dest_dir else default_download_dir()
     return _fetch(aux.url, folder / aux.file, check, progress)

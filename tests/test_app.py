@@ -33,7 +33,7 @@ from restorer.engine.runner import Restorer  # noqa: E402
 from restorer.engine.tiling import TileSettings, count_tiles  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "datasets" / "samples"
+SAMPLES = ROOT / "restorer" / "samples"
 FACE = SAMPLES / "astronaut_face.png"  # 96 x 96, 8-bit RGB
 CAT16 = SAMPLES / "chelsea_16bit.png"  # 96 x 80, 16-bit RGB
 CUP_ALPHA = SAMPLES / "coffee_cup_alpha.png"  # 96 x 72, 8-bit RGBA

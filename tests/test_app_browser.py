@@ -18,7 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-FACE = ROOT / "datasets" / "samples" / "astronaut_face.png"  # 96 x 96
+FACE = ROOT / "restorer" / "samples" / "astronaut_face.png"  # 96 x 96
 CHROMIUM = Path(os.environ.get("RESTORER_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--no-sandbox",

@@ -22,7 +22,7 @@ def _bundled(scale: int) -> zoo.ZooEntry:
 @pytest.mark.parametrize("scale", SCALES)
 def test_bundled_file_ships_with_the_zoo_sha256(scale):
     entry = _bundled(scale)
-    path = rw.PROJECT_WEIGHTS_DIR / entry.weight_file
+    path = rw.BUNDLED_WEIGHTS_DIR / entry.weight_file
     assert path.is_file(), f"{entry.weight_file} is not in weights/"
     assert path.suffix == ".safetensors"
     assert entry.sha256 is not None and rw.sha256_of(path) == entry.sha256
@@ -47,7 +47,7 @@ def test_router_defaults_to_bundled_without_official_weights(scale, monkeypatch,
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     for entry in zoo.ZOO.values():
-        source = rw.PROJECT_WEIGHTS_DIR / entry.weight_file
+        source = rw.BUNDLED_WEIGHTS_DIR / entry.weight_file
         if entry.sha256 and source.is_file():
             (shipped / entry.weight_file).symlink_to(source)
     monkeypatch.setattr(rw, "weight_dirs", lambda: [shipped])
@@ -68,7 +68,7 @@ def test_bundled_denoiser_ships_and_removes_noise(monkeypatch):
 
     monkeypatch.delenv("RESTORER_WEIGHTS_DIR", raising=False)
     entry = zoo.get_entry("restore-rwkv-light", 1)
-    path = rw.PROJECT_WEIGHTS_DIR / entry.weight_file
+    path = rw.BUNDLED_WEIGHTS_DIR / entry.weight_file
     assert path.is_file() and entry.sha256 is not None and rw.sha256_of(path) == entry.sha256
     assert tasks.resolve("denoise", weights_available=rw.is_available).model == "restore-rwkv-light"
     clean = data.chelsea()[40:168, 120:248].astype(np.float32) / 255.0  # held out of training
@@ -109,7 +109,7 @@ def test_bundled_codec_ships_and_decodes_exactly(quality, monkeypatch):
 
     monkeypatch.delenv("RESTORER_WEIGHTS_DIR", raising=False)
     entry = zoo.get_entry(f"s2lic-small-q{quality}", 1)
-    path = rw.PROJECT_WEIGHTS_DIR / entry.weight_file
+    path = rw.BUNDLED_WEIGHTS_DIR / entry.weight_file
     assert path.is_file() and entry.sha256 is not None and rw.sha256_of(path) == entry.sha256
     codec = load_codec("s2lic-small", quality, device="cpu")
     image = data.chelsea()[:70, :90].astype(np.float32) / 255.0

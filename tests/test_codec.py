@@ -260,10 +260,6 @@ def test_scale_levels_are_recorded_and_checked(codec, photo):
         decompress_bytes(codec, forged)
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).parent.parent / "weights" / "restorer_S2LIC_small_q1_skimage.safetensors").is_file(),
-    reason="the shipped s2lic-small-q1 file is not in this checkout",
-)
 def test_the_256_level_table_codes_a_photo_in_fewer_bytes_than_64():
     """The finer table snaps each predicted scale up less far (bench/codec_train_vs_coded.py: about
     3 % of the rate on the shipped codec); on a trained codec the files must get smaller."""

@@ -232,7 +232,7 @@ def test_discriminator_layout():
 
 
 def test_evaluate_against_input_identity():
-    val = SyntheticReflectionDataset({"dataroot_gt": str(REPO / "datasets" / "samples"), "phase": "val"})
+    val = SyntheticReflectionDataset({"dataroot_gt": str(REPO / "restorer" / "samples"), "phase": "val"})
     scores = evaluate_against_input(lambda x: x, torch.utils.data.Subset(val, [0]))
     assert scores["psnr_output"] == pytest.approx(scores["psnr_input"]) and scores["pairs"] == 1
 

@@ -5,9 +5,9 @@ validation photos of the recipe (the corpus split), never on the test sets of ``
 It builds the recipe's validation datasets exactly as training does (same degradation, same seeds)
 and reports BasicSR's PSNR with the recipe's ``val.metrics`` settings for each file::
 
-    python weights/compare_on_validation.py options/train/bundled_CRAFT_SRx2_corpus.yml \\
-        weights/restorer_CRAFT_SRx2_skimage.safetensors \\
-        experiments/bundled_CRAFT_SRx2_corpus/models/net_g_latest.pth
+    python weights/compare_on_validation.py options/train/bundled_CRAFT_SRx2_corpus_stage3.yml \\
+        restorer/bundled/restorer_CRAFT_SRx2_corpus.safetensors \\
+        experiments/bundled_CRAFT_SRx2_corpus_stage3/models/net_g_latest.pth
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Export a bundled training run to ``weights/*.safetensors`` and measure it against its baseline.
+"""Export a bundled training run to ``restorer/bundled/*.safetensors`` and measure it against its baseline.
 
 Run from the repository root after the recipe it names, for example::
 
@@ -9,7 +9,7 @@ Run from the repository root after the recipe it names, for example::
     python weights/make_bundled.py --reflection  # after bundled_RRFormer_cpu.yml
 
 It reads the run's EMA weights (``params_ema``), loads them strictly into the zoo's
-``craft-bundled`` network, writes ``weights/<weight_file>`` (safetensors, tensors only, with the
+``craft-bundled`` network, writes ``restorer/bundled/<weight_file>`` (safetensors, tensors only, with the
 recipe and iteration in the metadata), prints the file's sha256 for the zoo, and prints the
 validation table of ``weights/README.md``: Y-PSNR / SSIM (BT.601, crop = scale, outputs rounded to
 uint8, BasicSR's functions) of the model and of MATLAB-bicubic upscaling on the held-out photos,
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "--run", help="the recipe (options/train/RUN.yml) whose experiment to export (default: the first one)"
     )
     parser.add_argument("--device-label", default="CPU (2 cores)", help="recorded in the file's metadata")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "weights")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "restorer" / "bundled")
     parser.add_argument("--val-dir", type=Path, default=ROOT / "datasets" / "skimage_sr" / "val")
     parser.add_argument("--json", type=Path, help="also write the per-image numbers here")
     parser.add_argument("--eval-only", action="store_true", help="measure the file already in --out-dir")

@@ -1,4 +1,5 @@
-"""Export the bundled S2LIC training runs to ``weights/*.safetensors`` and measure their RD points vs JPEG.
+"""Export the bundled S2LIC training runs to ``restorer/bundled/*.safetensors`` and measure their RD
+points vs JPEG.
 
 Run from the repository root after the recipes, for example::
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         help="use the runs' net_g_<ITERATION>.pth (default: net_g_latest.pth)",
         default="latest",
     )
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "weights")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "restorer" / "bundled")
     parser.add_argument("--val-dir", type=Path, default=ROOT / "datasets" / "skimage_sr" / "val")
     parser.add_argument("--json", type=Path, help="also write the RD results here")
     parser.add_argument("--plot", type=Path, help="also write the RD plot (PNG) here")

@@ -188,14 +188,14 @@ def find_vgg19_weights() -> Path | None:
 
 
 def missing_vgg19_message() -> str:
-    from restorer.weights import PROJECT_WEIGHTS_DIR, weight_dirs
+    from restorer.weights import default_download_dir, weight_dirs
 
     return (
         f"RRFormer needs torchvision's ImageNet VGG19 weights, '{VGG19_FILE}' "
         f"({AUXILIARY_WEIGHTS['vgg19'].size}), and it is in none "
         f"of {', '.join(str(d) for d in weight_dirs())}. Run `restorer weights download vgg19` (the only "
         f"command that uses the network; it fetches {VGG19_URL}), or download that file yourself and put "
-        f"it in {PROJECT_WEIGHTS_DIR}/ (or a folder named by RESTORER_WEIGHTS_DIR)."
+        f"it in {default_download_dir()}/ (or a folder named by RESTORER_WEIGHTS_DIR)."
     )
 
 
