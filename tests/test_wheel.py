@@ -26,7 +26,6 @@ def wheel(tmp_path_factory) -> Path:
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
             "-q",
             "-w",
             str(out),
