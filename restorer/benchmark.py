@@ -51,6 +51,7 @@ from restorer import zoo
 from restorer.errors import RestorerError, UsageError
 
 if TYPE_CHECKING:
+    from restorer.engine.distributed import Shard
     from restorer.engine.runner import Restorer
     from restorer.tasks import TaskSpec
 
@@ -1007,6 +1008,7 @@ def run_benchmark(
     on_message: Callable[[str], None] | None = None,
     baselines: bool = True,
     tta: bool = False,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Evaluate each model on each test set; returns the results in the JSON schema::
 
@@ -1017,12 +1019,17 @@ def run_benchmark(
                        "datasets": {set: {"psnr_y", "ssim_y", ["psnr_rgb", "ssim_rgb"], ["lpips"],
                                           "sec_per_image", "peak_memory_mb",
                                           "images": {stem: {"psnr_y", "ssim_y", ...}}}}}}}
+
+    With ``shard`` (``--distributed``) this process scores its share of each test set's images; the
+    per-image scores of all processes are joined, so every process returns the whole results.
     """
     from restorer import tasks
     from restorer import weights as rw
+    from restorer.engine.distributed import SINGLE
     from restorer.engine.runner import build_restorer
 
     note = on_message or (lambda message: print(f"note: {message}", file=sys.stderr))
+    shard = shard or SINGLE
     spec = tasks.get_task(task)
     if spec.kind == "codec":  # rate-distortion, not restoration: restorer.codec.rd's schema
         unsupported = [
@@ -1032,6 +1039,7 @@ def run_benchmark(
                 ("--lpips", lpips),
                 ("--save-images", save_images is not None),
                 ("--precision", precision not in ("fp32", "auto")),
+                ("--distributed", shard.active),
             )
             if used
         ]
@@ -1093,14 +1101,24 @@ def run_benchmark(
         },
         "models": {},
     }
+    mine = {ts.name: shard.part(ts.pairs) for ts in test_sets}  # this process's images of each set
+
+    def joined(ts: TestSet, summary: dict[str, Any], count: int | None = None) -> dict[str, Any]:
+        count = len(mine[ts.name]) if count is None else count
+        return shard.merge_scores(summary, count, [pair.stem for pair in ts.pairs])
+
     if scale == 1:
         results["input"] = {
-            ts.name: score_inputs(load_samples(ts.pairs, scale, degradation), metrics) for ts in test_sets
+            ts.name: joined(ts, score_inputs(load_samples(mine[ts.name], scale, degradation), metrics))
+            for ts in test_sets
         }
     if baselines:
         for baseline in available_baselines(degradation.baselines, note):
             results.setdefault("baselines", {})[baseline.name] = {
-                ts.name: score_baseline(baseline, load_samples(ts.pairs, scale, degradation), metrics, scale)
+                ts.name: joined(
+                    ts,
+                    score_baseline(baseline, load_samples(mine[ts.name], scale, degradation), metrics, scale),
+                )
                 for ts in test_sets
             }
     for request, entry in entries:
@@ -1125,9 +1143,9 @@ def run_benchmark(
                 save_dir = Path(save_images) / row_key / ts.name if save_images else None
                 evaluated = evaluate(
                     restorer,
-                    load_samples(ts.pairs, scale, degradation),
+                    load_samples(mine[ts.name], scale, degradation),
                     metrics,
-                    total=len(ts.pairs),
+                    total=len(mine[ts.name]),
                     desc=f"{row_key} {ts.name}",
                     progress=progress,
                     save_dir=save_dir,
@@ -1137,8 +1155,8 @@ def run_benchmark(
                 summary["sec_per_image"] = evaluated.sec_per_image
                 summary["peak_memory_mb"] = evaluated.peak_memory_bytes / 2**20
                 summary["images"] = evaluated.images
-                model_result["datasets"][ts.name] = summary
-                results["memory_measure"] = evaluated.memory_measure
+                model_result["datasets"][ts.name] = joined(ts, summary, evaluated.count)
+                results["memory_measure"] = evaluated.memory_measure or results["memory_measure"]
             results["models"][row_key] = model_result
         del restorer
     return results

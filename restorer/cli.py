@@ -140,11 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="out",
         help="added to output names: NAME_SUFFIX.EXT ('' for none)",
     )
-    infer.add_argument(
+    existing = infer.add_mutually_exclusive_group()
+    existing.add_argument(
         "--overwrite",
         action="store_true",
         help="replace outputs that already exist (default: keep them and skip their inputs, with a note; "
         "the medical tasks still replace theirs)",
+    )
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep outputs that already exist and run only the missing ones, so a rerun finishes an "
+        "interrupted batch (the default for image tasks; this states it, and refuses --overwrite)",
+    )
+    infer.add_argument(
+        "--distributed",
+        action="store_true",
+        help="under torchrun: split the inputs across its processes, one device each; rank 0 prints "
+        "the summary of all (torchrun --nproc_per_node N -m restorer.infer ... implies it)",
     )
     infer.add_argument(
         "--ext",
@@ -192,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--previews",
         choices=["all", "middle", "none"],
         help="medical tasks: PNG previews of every slice, the middle one, or none (default: all)",
+    )
+    infer.add_argument(
+        "--max-voxels",
+        type=_nonnegative_int,
+        metavar="N",
+        help="medical tasks: refuse input volumes of more than N voxels, from their headers "
+        "(default: 268435456, e.g. 512 x 512 x 1024; 0 = no limit)",
     )
     infer.set_defaults(func=cmd_infer)
 
@@ -289,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="baselines",
         action="store_false",
         help="skip the classical rows (bicubic for super-resolution, BM3D for denoising)",
+    )
+    bench.add_argument(
+        "--distributed",
+        action="store_true",
+        help="under torchrun: split each test set's images across its processes; rank 0 writes the "
+        "reports (torchrun --nproc_per_node N -m restorer benchmark --distributed ...)",
     )
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=cmd_benchmark)
@@ -394,6 +420,7 @@ def _entry(model: str, scale: int):
 def cmd_infer(args: argparse.Namespace) -> int:
     from restorer import tasks
     from restorer import weights as rw
+    from restorer.engine.distributed import start as start_shard
     from restorer.engine.runner import Report, build_restorer, plan_jobs, process_files
 
     out_dir = Path(args.output)
@@ -408,26 +435,36 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "Give --task TASK (see `restorer models`), or --weights FILE to let the file decide."
         )
     if tasks.get_task(args.task).kind == "medical":
+        if args.distributed or args.skip_existing:  # the medical runner has no output plan to share or skip
+            raise UsageError("--distributed and --skip-existing are for image tasks, not medical ones.")
         return _infer_medical(args, out_dir)
-    if args.modality or args.previews:
-        raise UsageError("--modality and --previews are for the medical tasks (DICOM / NIfTI inputs).")
+    if args.modality or args.previews or args.max_voxels is not None:
+        raise UsageError(
+            "--modality, --previews and --max-voxels are for the medical tasks (DICOM / NIfTI inputs)."
+        )
     entry = tasks.resolve(args.task, args.model, weights_available=None if args.weights else rw.is_available)
-    plan = plan_jobs(
-        args.inputs,
-        out_dir,
-        recursive=args.recursive,
-        suffix=args.suffix,
-        ext=args.ext,
-        overwrite=args.overwrite,
+    shard = start_shard(args.distributed, args.device)
+    args.device = shard.device
+    plan = shard.from_main(
+        lambda: plan_jobs(
+            args.inputs,
+            out_dir,
+            recursive=args.recursive,
+            suffix=args.suffix,
+            ext=args.ext,
+            overwrite=args.overwrite,
+        )
     )
-    for path in plan.skipped:
-        print(f"note: skipping {path} (not an image file)", file=sys.stderr)
-    plan.print_notes()
+    if shard.is_main:  # every rank holds the same plan: its notes are said once
+        for path in plan.skipped:
+            print(f"note: skipping {path} (not an image file)", file=sys.stderr)
+        plan.print_notes()
     if not plan.outputs and not plan.existing and not plan.failed:
         raise UsageError(f"No image files found in {', '.join(args.inputs)}.")
-    report = Report(failed=list(plan.failed), kept=list(plan.existing))
+    report = Report(failed=list(plan.failed), kept=list(plan.existing)) if shard.is_main else Report()
+    plan.outputs = shard.take(plan.outputs)
     if not plan.outputs:  # nothing left to run: no model is loaded
-        return _finish_report(report, out_dir, "image(s)")
+        return shard.finish(report, lambda merged: _finish_report(merged, out_dir, "image(s)"))
     restorer = build_restorer(
         entry,
         args.weights,
@@ -440,7 +477,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(
-            f"{entry.display_name} x{entry.scale} on {restorer.device} "
+            f"{shard.label}{entry.display_name} x{entry.scale} on {restorer.device} "
             f"({str(restorer.dtype).replace('torch.', '')}), "
             f"{len(plan.outputs)} image(s) -> {out_dir}/",
             file=sys.stderr,
@@ -452,7 +489,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         ext=args.ext,
         alpha_mode=args.alpha,
         outscale=args.outscale,
-        progress=not args.quiet,
+        progress=not args.quiet and shard.is_main,  # one progress bar: ranks' bars would overwrite each other
         quality=args.quality,
         protect=plan.inputs,
         overwrite=args.overwrite,
@@ -461,7 +498,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     report.failed += done.failed
     report.kept += done.kept
     report.renamed += done.renamed
-    return _finish_report(report, out_dir, "image(s)")
+    return shard.finish(report, lambda merged: _finish_report(merged, out_dir, "image(s)"))
 
 
 def _detect_weights(path: str, task: str | None):
@@ -557,6 +594,7 @@ def _infer_medical(args: argparse.Namespace, out_dir: Path) -> int:
             quality=args.quality,
             progress=not args.quiet,
             on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+            max_voxels=args.max_voxels,
         )
     return _finish_report(report, out_dir, "result(s)")
 
@@ -575,6 +613,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from restorer.benchmark import ModelRequest, format_table, run_benchmark, write_reports
+    from restorer.engine.distributed import start as start_shard
 
     requests = [ModelRequest.parse(text) for text in args.model]
     if args.weights:
@@ -584,22 +623,28 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if first.weights:
             raise UsageError("Give the weight file once: --model NAME=WEIGHTS or --weights WEIGHTS.")
         requests = [ModelRequest(first.model, args.weights)]
+    shard = start_shard(args.distributed, args.device, command="benchmark")
     results = run_benchmark(
         args.task,
         requests,
         args.dataset,
-        device=args.device,
+        device=shard.device,
         precision=args.precision,
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         rgb=args.rgb,
         lpips=args.lpips,
         save_images=args.save_images,
-        progress=not args.quiet,
-        on_message=lambda m: print(f"note: {m}", file=sys.stderr),
+        progress=not args.quiet and shard.is_main,
+        # every rank meets the same test sets and models: their notes are said once
+        on_message=(lambda m: print(f"note: {m}", file=sys.stderr)) if shard.is_main else (lambda m: None),
         baselines=args.baselines,
         tta=args.tta,
+        shard=shard,
     )
+    shard.close()
+    if not shard.is_main:  # every rank holds the merged results; rank 0 writes them
+        return 0
     out = Path(args.out)
     plot_path = None if args.plot is None else (args.plot or out / f"{args.task}.png")
     written = write_reports(

@@ -16,6 +16,10 @@ modality's own unit, with what is needed to write a result back:
   axis), which is the array order SimpleITK gives and the official Restore-RWKV scripts train on.
   ``cal_min``/``cal_max`` are the display window.
 
+Before any voxel is read, :mod:`restorer.medical_checks` refuses volumes above a voxel limit and
+rescale values that cannot be right (NaN, infinite, zero or absurd DICOM slopes and intercepts; the
+like for NIfTI ``scl_slope``/``scl_inter``), and keeps pydicom's logged tracebacks off the terminal.
+
 Writing (:func:`write_volume`) keeps the original header: NIfTI keeps its affine, sform/qform codes,
 on-disk data type and ``scl_slope``/``scl_inter`` (re-fitted only when the result does not fit the
 data type), with ``descrip`` marking the result as derived; DICOM keeps every attribute, stored
@@ -60,6 +64,13 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from restorer import io as rio
 from restorer.errors import ImageReadError, ImageWriteError, UsageError
+from restorer.medical_checks import (
+    check_nifti_header,
+    check_voxels,
+    dicom_rescale,
+    nifti_header,
+    quiet_pydicom,
+)
 from restorer.medical_tasks import MEDICAL_TASKS, MODALITY_RANGES, MedicalTask
 
 __all__ = [
@@ -281,7 +292,8 @@ def _has_dicom_marker(path: Path) -> bool:
 # ----------------------------------------------------------------------------------------------------
 
 _NIFTI_READ_ERRORS = (
-    nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
+    nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError, ValueError,
+    zlib.error, gzip.BadGzipFile,
 )  # fmt: skip
 
 
@@ -292,8 +304,11 @@ def _check_gzip_stream(path: Path) -> None:
             pass
 
 
-def _read_nifti(path: Path) -> MedicalVolume:
+def _read_nifti(path: Path, max_voxels: int | None = None) -> MedicalVolume:
     try:
+        header = nifti_header(path)
+        if header is not None:  # size and scaling from the header, before any voxel is read
+            check_nifti_header(path, header, max_voxels)
         if path.name.lower().endswith(".gz"):
             _check_gzip_stream(path)
         image = nib.load(str(path))
@@ -302,18 +317,19 @@ def _read_nifti(path: Path) -> MedicalVolume:
         dtype = image.get_data_dtype()
         if dtype.kind == "c" or dtype.names is not None:
             raise ValueError(f"data type {dtype} (complex or RGB) is not a scalar image")
-        data = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
-    except _NIFTI_READ_ERRORS as exc:
-        raise ImageReadError(
-            f"Cannot read NIfTI {path}: {exc}. The file is damaged or not a NIfTI image."
-        ) from exc
-    disk_shape = tuple(int(n) for n in image.shape)
-    if data.ndim > 3:
-        if any(n != 1 for n in data.shape[3:]):
+        disk_shape = tuple(int(n) for n in image.shape)
+        if len(disk_shape) > 3 and any(n != 1 for n in disk_shape[3:]):
             raise ImageReadError(
                 f"Cannot read NIfTI {path}: shape {disk_shape} is 4-D (a time series or several "
                 "volumes); split it into 3-D volumes first"
             )
+        data = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
+    except _NIFTI_READ_ERRORS as exc:
+        detail = " ".join(str(exc).split())  # nibabel's messages may span lines
+        raise ImageReadError(
+            f"Cannot read NIfTI {path}: {detail}. The file is damaged or not a NIfTI image."
+        ) from exc
+    if data.ndim > 3:
         data = data.reshape(data.shape[:3])
     if data.ndim == 2:
         data = data[:, :, None]
@@ -396,7 +412,8 @@ def _nifti_bytes(volume: MedicalVolume, values: np.ndarray, factor: int, shift: 
 
 def _dcmread(path: Path, header_only: bool = False) -> Dataset:
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=header_only)
+        with quiet_pydicom():
+            return pydicom.dcmread(str(path), stop_before_pixels=header_only)
     except InvalidDicomError as exc:
         raise ImageReadError(
             f"Cannot read DICOM {path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
@@ -412,27 +429,32 @@ def _functional_item(ds: Dataset, frame: int, name: str) -> Dataset | None:
         ("SharedFunctionalGroupsSequence", 0),
     ):
         groups = ds.get(group_name)
-        if groups and len(groups) > index and name in groups[index] and len(groups[index][name]):
-            return groups[index][name][0]
+        items = groups[index].get(name) if groups and len(groups) > index else None
+        if items:  # .get gives the sequence; indexing a Dataset by keyword gives its DataElement
+            return items[0]
     return None
 
 
-def _rescale(ds: Dataset, frames: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-frame (slope, intercept) and where they are stored."""
+def _rescale(ds: Dataset, frames: int, path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-frame (slope, intercept) and where they are stored; damaged values are errors."""
     if "ModalityLUTSequence" in ds:
-        raise ImageReadError("DICOM Modality LUT Sequence is not supported; only linear rescale is")
+        raise ImageReadError(
+            f"Cannot read DICOM {path}: a Modality LUT Sequence is not supported; only linear rescale is"
+        )
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        return np.full(frames, slope), np.full(frames, float(ds.get("RescaleIntercept", 0) or 0)), "top"
+        slope, inter = dicom_rescale(ds, ds, f"DICOM {path}")
+        return np.full(frames, slope), np.full(frames, inter), "top"
     slopes, intercepts, where = np.ones(frames), np.zeros(frames), "none"
     for frame in range(frames):
         item = _functional_item(ds, frame, "PixelValueTransformationSequence")
         if item is not None:
-            slopes[frame] = float(item.get("RescaleSlope", 1) or 1)
-            intercepts[frame] = float(item.get("RescaleIntercept", 0) or 0)
             per_frame = ds.get("PerFrameFunctionalGroupsSequence")
             in_frame = per_frame and "PixelValueTransformationSequence" in per_frame[frame]
             where = "frame" if in_frame else "shared"
+            place = f"frame {frame + 1}'s" if in_frame else "the shared"
+            slopes[frame], intercepts[frame] = dicom_rescale(
+                item, ds, f"DICOM {path} ({place} Pixel Value Transformation)"
+            )
     return slopes, intercepts, where
 
 
@@ -511,7 +533,8 @@ def _suv_factor(ds: Dataset) -> float | None:
         dose *= 2.0 ** (-elapsed / half_life)
     elif correction != "ADMIN":
         return None
-    return weight * 1000.0 / dose
+    factor = weight * 1000.0 / dose
+    return factor if math.isfinite(factor) and factor > 0 else None  # a damaged weight or dose: keep Bq/ml
 
 
 def _sort_key(ds: Dataset) -> tuple[float, float]:
@@ -543,15 +566,27 @@ def _group_series(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     return series
 
 
-def read_dicom_series(paths: Sequence[Path], source: Path, from_folder: bool) -> MedicalVolume:
+def read_dicom_series(
+    paths: Sequence[Path], source: Path, from_folder: bool, *, max_voxels: int | None = None
+) -> MedicalVolume:
     """One volume from the DICOM files of one series (any order: slices are sorted by position), read
-    from ``source`` (the folder, or the single file when ``from_folder`` is false)."""
-    datasets = [(path, _dcmread(path)) for path in paths]
-    datasets.sort(key=lambda item: _sort_key(item[1]))
+    from ``source`` (the folder, or the single file when ``from_folder`` is false).
+
+    The headers are read first: a volume above ``max_voxels`` (default
+    :data:`restorer.medical_checks.MAX_VOLUME_VOXELS`; 0: no limit) or a damaged rescale is refused
+    before any pixel data is read or decoded.
+    """
+    headers = [(path, _dcmread(path, header_only=True)) for path in paths]
+    headers.sort(key=lambda item: _sort_key(item[1]))
+    frame_counts = [int(_first_number(header.get("NumberOfFrames")) or 1) for _, header in headers]
+    largest = [max(int(header.get(key) or 0) for _, header in headers) for key in ("Columns", "Rows")]
+    what = f"DICOM {'series ' if from_folder else ''}{source}"
+    check_voxels(what, (*largest, sum(frame_counts)), max_voxels)
+    rescales = [_rescale(header, count, path) for (path, header), count in zip(headers, frame_counts)]
     items: list[_DicomItem] = []
     slices: list[np.ndarray] = []
     windows: list[Window | None] = []
-    first = datasets[0][1]
+    first = headers[0][1]
     modality_tag = str(first.get("Modality", "")).upper()
     modality = DICOM_MODALITIES.get(modality_tag)
     units, unit_factor, notes = MODALITY_UNITS.get(modality or "", ""), 1.0, []
@@ -571,7 +606,8 @@ def read_dicom_series(paths: Sequence[Path], source: Path, from_folder: bool) ->
             units = pet_units
             notes.append(f"{source}: PET units {pet_units} are not SUV; the PET tasks expect SUV in [0, 20]")
     shape = None
-    for path, ds in datasets:
+    for (path, _), frames, (slopes, intercepts, where) in zip(headers, frame_counts, rescales):
+        ds = _dcmread(path)
         if int(ds.get("SamplesPerPixel", 1)) != 1:
             raise ImageReadError(
                 f"Cannot read DICOM {path}: it has {ds.SamplesPerPixel} samples per pixel (colour); "
@@ -585,19 +621,10 @@ def read_dicom_series(paths: Sequence[Path], source: Path, from_folder: bool) ->
             )
             raise ImageReadError(f"Cannot read DICOM {path}: it holds {kind}")
         try:
-            pixels = ds.pixel_array
+            with quiet_pydicom():  # pydicom logs a traceback per failing plugin; our message says it all
+                pixels = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for missing decoders and damaged data
-            syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-            hint = ""
-            if syntax is not None and syntax.is_compressed:
-                hint = (
-                    f"; it is compressed ({syntax.name}): install a decoder, e.g. "
-                    "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm"
-                )
-            raise ImageReadError(
-                f"Cannot read DICOM {path}: the pixel data cannot be decoded ({exc}){hint}"
-            ) from exc
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+            raise ImageReadError(_decode_failure(ds, path, exc)) from exc
         pixels = pixels.reshape(frames, *pixels.shape[-2:])
         if shape is not None and pixels.shape[1:] != shape:
             raise ImageReadError(
@@ -605,7 +632,6 @@ def read_dicom_series(paths: Sequence[Path], source: Path, from_folder: bool) ->
                 f"other slices are {shape[1]}x{shape[0]}"
             )
         shape = pixels.shape[1:]
-        slopes, intercepts, where = _rescale(ds, frames)
         physical = pixels.astype(np.float64) * slopes[:, None, None] + intercepts[:, None, None]
         slices.append((physical * unit_factor).astype(np.float32))
         windows.extend(_windows(ds, frames, unit_factor))
@@ -626,6 +652,22 @@ def read_dicom_series(paths: Sequence[Path], source: Path, from_folder: bool) ->
         notes=notes,
         native=_DicomNative(items=items, unit_factor=unit_factor, from_folder=from_folder),
     )
+
+
+def _decode_failure(ds: Dataset, path: Path, exc: Exception) -> str:
+    """One line on why pixel data did not decode: a missing decoder (with what to install) or damage."""
+    detail = " ".join(str(exc).split())  # pydicom lists each plugin's failure on its own line
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    hint = ""
+    if syntax is not None and syntax.is_compressed:
+        missing = isinstance(exc, NotImplementedError) or "missing dependencies" in detail
+        install = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm"
+        hint = (
+            f"; it is compressed ({syntax.name}): install a decoder, e.g. {install}"
+            if missing
+            else f"; its compressed ({syntax.name}) data is damaged, or needs another decoder ({install})"
+        )
+    return f"Cannot read DICOM {path}: the pixel data cannot be decoded ({detail}){hint}"
 
 
 def _pixel_measures(ds: Dataset) -> Any:
@@ -806,11 +848,15 @@ def _mark_derived(ds: Dataset, original: Dataset, series_uid: str, note: str) ->
 # ----------------------------------------------------------------------------------------------------
 
 
-def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> MedicalVolume:
+def read_volume(
+    path: str | os.PathLike[str], series_uid: str | None = None, *, max_voxels: int | None = None
+) -> MedicalVolume:
     """Read one NIfTI file, one DICOM file, or the DICOM series in a folder.
 
     A folder holding several series needs ``series_uid`` (the error lists them), or use
-    :func:`read_volumes`. Damaged or unsupported files raise :class:`ImageReadError` saying why.
+    :func:`read_volumes`. Damaged or unsupported files, damaged rescale values and volumes above
+    ``max_voxels`` (default :data:`restorer.medical_checks.MAX_VOLUME_VOXELS`; 0: no limit) raise
+    :class:`ImageReadError` saying why.
     """
     path = Path(path)
     if not path.exists():
@@ -828,19 +874,19 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         uid = series_uid or next(iter(series))
         if uid not in series:
             raise UsageError(f"Series {uid} is not in folder {path}")
-        return read_dicom_series([p for p, _ in series[uid]], path, from_folder=True)
+        return read_dicom_series([p for p, _ in series[uid]], path, from_folder=True, max_voxels=max_voxels)
     if path.name.lower().endswith(NIFTI_SUFFIXES):
-        return _read_nifti(path)
-    return read_dicom_series([path], path, from_folder=False)
+        return _read_nifti(path, max_voxels)
+    return read_dicom_series([path], path, from_folder=False, max_voxels=max_voxels)
 
 
-def read_volumes(path: str | os.PathLike[str]) -> list[MedicalVolume]:
+def read_volumes(path: str | os.PathLike[str], *, max_voxels: int | None = None) -> list[MedicalVolume]:
     """Every volume at ``path``: a file gives one; a folder gives each NIfTI file and each DICOM series."""
     path = Path(path)
     if not path.is_dir():
-        return [read_volume(path)]
+        return [read_volume(path, max_voxels=max_voxels)]
     volumes = [
-        _read_nifti(p)
+        _read_nifti(p, max_voxels)
         for p in sorted(path.rglob("*"))
         if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
     ]
@@ -851,7 +897,7 @@ def read_volumes(path: str | os.PathLike[str]) -> list[MedicalVolume]:
         by_folder[folder] = by_folder.get(folder, 0) + 1
     for files in found:
         paths = [p for p, _ in files]
-        volume = read_dicom_series(paths, paths[0].parent, from_folder=True)
+        volume = read_dicom_series(paths, paths[0].parent, from_folder=True, max_voxels=max_voxels)
         if by_folder[paths[0].parent] > 1:  # several series side by side: name each by its number
             volume.label = series_label(volume.source, files[0][1])
         volumes.append(volume)

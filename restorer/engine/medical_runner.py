@@ -31,6 +31,7 @@ from restorer import io as rio
 from restorer import medical
 from restorer.engine.runner import Report, Restorer
 from restorer.errors import ImageReadError, RestorerError, UsageError
+from restorer.medical_checks import quiet_pydicom
 from restorer.medical_tasks import MEDICAL_TASKS, MedicalTask
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def _walk(folder: Path, exclude: Path | None) -> list[Path]:
 
 def _series_header(path: Path) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True)
+        with quiet_pydicom():
+            return pydicom.dcmread(str(path), stop_before_pixels=True)
     except pydicom.errors.InvalidDicomError as exc:
         raise ImageReadError(f"Cannot read DICOM {path}: not a DICOM file") from exc
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -177,13 +179,15 @@ def check_modality(task: str, plan: MedicalPlan, override: str | None) -> None:
             )
 
 
-def read_job_volume(job: MedicalJob) -> medical.MedicalVolume:
-    """Read a volume job (pixel data included)."""
+def read_job_volume(job: MedicalJob, max_voxels: int | None = None) -> medical.MedicalVolume:
+    """Read a volume job (pixel data included); ``max_voxels`` as :func:`restorer.medical.read_volume`."""
     if job.kind == "dicom_series":
-        volume = medical.read_dicom_series(list(job.files), job.source, from_folder=True)
+        volume = medical.read_dicom_series(
+            list(job.files), job.source, from_folder=True, max_voxels=max_voxels
+        )
         volume.label = job.label
         return volume
-    return medical.read_volume(job.source)
+    return medical.read_volume(job.source, max_voxels=max_voxels)
 
 
 def _slice_bar(total: int, progress: bool, unit: str):
@@ -203,9 +207,13 @@ def restore_volume(
     protect: Sequence[Path] = (),
     progress: bool = False,
     on_message: Callable[[str], None] | None = None,
+    max_voxels: int | None = None,
 ) -> medical.WrittenVolume:
-    """Read, restore slice by slice, and write one DICOM / NIfTI job; returns what was written."""
-    volume = read_job_volume(job)
+    """Read, restore slice by slice, and write one DICOM / NIfTI job; returns what was written.
+
+    ``max_voxels``: the largest input volume (default :data:`restorer.medical_checks.MAX_VOLUME_VOXELS`,
+    0: no limit), checked from the headers before any voxel is read."""
+    volume = read_job_volume(job, max_voxels)
     modality = medical.resolve_modality(task.name, volume, modality_override)
     for note in volume.notes:
         if on_message:
@@ -277,11 +285,13 @@ def process_medical_files(
     quality: int = 95,
     progress: bool = True,
     on_message: Callable[[str], None] | None = None,
+    max_voxels: int | None = None,
 ) -> Report:
     """Restore every job of ``plan``; a bad file or volume is recorded and the rest still written.
 
     ``report.written`` lists each result (a file, or a DICOM series folder); ``report.failed`` starts
-    with the files the plan could not read.
+    with the files the plan could not read. A volume above ``max_voxels`` (see :func:`restore_volume`)
+    or with a damaged rescale is one such failure.
     """
     from tqdm import tqdm
 
@@ -319,6 +329,7 @@ def process_medical_files(
                     protect=protect,
                     progress=progress,
                     on_message=on_message,
+                    max_voxels=max_voxels,
                 )
                 report.written.append(written.target)
         except RestorerError as exc:
