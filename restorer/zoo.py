@@ -342,14 +342,14 @@ for _s in (2, 3, 4):
     )
 
 # ----------------------------------------------------------------------------------------------
-# Bundled defaults: CRAFT in its published configuration, trained by this project on a CPU: x3/x4 on
-# scikit-image's sample photos (options/train/bundled_CRAFT_SRx*_cpu.yml), x2 then fine-tuned on the
-# photo corpus (bundled_CRAFT_SRx2_corpus.yml); data, iterations and tables in weights/README.md.
-# Shipped in weights/ so that every sr_x* task works with no download; the router uses them only when
-# no official weights are present.
+# Bundled defaults: CRAFT in its published configuration, trained by this project on a CPU: first on
+# scikit-image's sample photos (options/train/bundled_CRAFT_SRx*_cpu.yml), then fine-tuned on the photo
+# corpus (bundled_CRAFT_SRx*_corpus*.yml); data, iterations and tables in weights/README.md.
+# Shipped in restorer/bundled/ so that every sr_x* task works with no download; the router uses them
+# only when no official weights are present.
 # ----------------------------------------------------------------------------------------------
 BUNDLED_SHA256 = {
-    2: "d612d6b82aa48d1077d2166fe6ccc51aaf018cfa75750a5d98c645dd3ab64560",
+    2: "e92eae29cdfcde48a79addf36b938e89fb9e6fa7eba749d71a0a0543c0368cca",
     3: "f61b054499c5c45000556a1c66bca0db4f9dbcee3ad8a32c2dff6109f4614bd6",
     4: "da77204325f8616e92d72f8edcaba7ccdf92765bcdd9b69e340b5a04f7783345",
 }
@@ -357,6 +357,12 @@ BUNDLED_FILES = {
     2: "restorer_CRAFT_SRx2_corpus.safetensors",
     3: "restorer_CRAFT_SRx3_skimage.safetensors",
     4: "restorer_CRAFT_SRx4_skimage.safetensors",
+}
+BUNDLED_RECIPES = {
+    2: "options/train/bundled_CRAFT_SRx2_cpu.yml, then bundled_CRAFT_SRx2_corpus.yml and "
+    "bundled_CRAFT_SRx2_corpus_stage3.yml",
+    3: "options/train/bundled_CRAFT_SRx3_cpu.yml",
+    4: "options/train/bundled_CRAFT_SRx4_cpu.yml",
 }
 for _s in (2, 3, 4):
     _ENTRIES.append(
@@ -366,8 +372,7 @@ for _s in (2, 3, 4):
             display_name="CRAFT (bundled)",
             weight_file=BUNDLED_FILES[_s],
             param_key="params_ema",
-            published=f"this repository: weights/ (trained with options/train/bundled_CRAFT_SRx{_s}_cpu.yml"
-            + (", then bundled_CRAFT_SRx2_corpus.yml)" if _s == 2 else ")"),
+            published=f"this repository: restorer/bundled/ (trained with {BUNDLED_RECIPES[_s]})",
             url=None,
             sha256=BUNDLED_SHA256[_s],
             notes="bundled default: trained here on a CPU ("
