@@ -350,18 +350,18 @@ for _s in (2, 3, 4):
 # ----------------------------------------------------------------------------------------------
 BUNDLED_SHA256 = {
     2: "e92eae29cdfcde48a79addf36b938e89fb9e6fa7eba749d71a0a0543c0368cca",
-    3: "f61b054499c5c45000556a1c66bca0db4f9dbcee3ad8a32c2dff6109f4614bd6",
+    3: "968b3cd00b52ec6c8c0e9f33c9e9bf7ae4a937dfd4471c7d96a5a37b88143641",
     4: "da77204325f8616e92d72f8edcaba7ccdf92765bcdd9b69e340b5a04f7783345",
 }
 BUNDLED_FILES = {
     2: "restorer_CRAFT_SRx2_corpus.safetensors",
-    3: "restorer_CRAFT_SRx3_skimage.safetensors",
+    3: "restorer_CRAFT_SRx3_corpus.safetensors",
     4: "restorer_CRAFT_SRx4_skimage.safetensors",
 }
 BUNDLED_RECIPES = {
     2: "options/train/bundled_CRAFT_SRx2_cpu.yml, then bundled_CRAFT_SRx2_corpus.yml and "
     "bundled_CRAFT_SRx2_corpus_stage3.yml",
-    3: "options/train/bundled_CRAFT_SRx3_cpu.yml",
+    3: "options/train/bundled_CRAFT_SRx3_cpu.yml, then bundled_CRAFT_SRx3_corpus.yml",
     4: "options/train/bundled_CRAFT_SRx4_cpu.yml",
 }
 for _s in (2, 3, 4):
@@ -376,7 +376,7 @@ for _s in (2, 3, 4):
             url=None,
             sha256=BUNDLED_SHA256[_s],
             notes="bundled default: trained here on a CPU ("
-            + ("the photo corpus" if _s == 2 else "16 scikit-image photos")
+            + ("16 scikit-image photos" if "_skimage." in BUNDLED_FILES[_s] else "the photo corpus")
             + "), far weaker than official weights",
             license="Apache-2.0 (this project)",
         )
