@@ -10,6 +10,7 @@ _REGISTERING_MODULES = (
     "restorer.training.data",
     "restorer.training.restoration_data",
     "restorer.training.models",
+    "restorer.training.real_sr",
     "restorer.training.compression",
     "restorer.training.reflection",
 )
