@@ -351,18 +351,18 @@ for _s in (2, 3, 4):
 BUNDLED_SHA256 = {
     2: "e92eae29cdfcde48a79addf36b938e89fb9e6fa7eba749d71a0a0543c0368cca",
     3: "968b3cd00b52ec6c8c0e9f33c9e9bf7ae4a937dfd4471c7d96a5a37b88143641",
-    4: "da77204325f8616e92d72f8edcaba7ccdf92765bcdd9b69e340b5a04f7783345",
+    4: "15b58ba29dfa1e0cd0bf525c7e92a12fde6de2b407d7590d17137ad09033918a",
 }
 BUNDLED_FILES = {
     2: "restorer_CRAFT_SRx2_corpus.safetensors",
     3: "restorer_CRAFT_SRx3_corpus.safetensors",
-    4: "restorer_CRAFT_SRx4_skimage.safetensors",
+    4: "restorer_CRAFT_SRx4_corpus.safetensors",
 }
 BUNDLED_RECIPES = {
     2: "options/train/bundled_CRAFT_SRx2_cpu.yml, then bundled_CRAFT_SRx2_corpus.yml and "
     "bundled_CRAFT_SRx2_corpus_stage3.yml",
     3: "options/train/bundled_CRAFT_SRx3_cpu.yml, then bundled_CRAFT_SRx3_corpus.yml",
-    4: "options/train/bundled_CRAFT_SRx4_cpu.yml",
+    4: "options/train/bundled_CRAFT_SRx4_cpu.yml, then bundled_CRAFT_SRx4_corpus.yml",
 }
 for _s in (2, 3, 4):
     _ENTRIES.append(
