@@ -551,6 +551,8 @@ def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """``(height, width)`` from the file's header without decoding its pixels; None when the header
     cannot be read (:func:`read_image` then says why)."""
     try:
+        if not stat.S_ISREG(Path(path).stat().st_mode):  # opening a FIFO would block
+            return None
         with _pillow_bomb_limit_lifted(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
