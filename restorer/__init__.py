@@ -32,13 +32,22 @@ def load_model(
     """Resolve ``task``/``model`` through the router and load the model with its weights.
 
     ``load_model(weights="x.pth")`` recognises the file's architecture, variant and scale from its
-    state dict (no ``model`` or ``task`` needed). ``str()`` of the result says what was loaded.
+    state dict (no ``model`` or ``task`` needed); ``weights="x.onnx"`` (from ``restorer export``) runs
+    with ONNX Runtime. ``str()`` of the result says what was loaded.
     """
     from restorer import tasks
     from restorer import weights as rw
+    from restorer.engine.onnx_runner import is_onnx_file
     from restorer.engine.runner import build_restorer
     from restorer.errors import UsageError
 
+    if is_onnx_file(weights):  # an exported file describes itself; it runs with ONNX Runtime
+        from restorer.engine.onnx_runner import build_onnx_restorer, onnx_entry_for_task
+
+        found = onnx_entry_for_task(weights, task)
+        if model is not None and model.lower() != found.model:
+            raise UsageError(f"{weights} holds {found.model}, not {model}.")
+        return build_onnx_restorer(weights, device, precision, tile, tile_overlap)
     if weights is not None and model is None:
         from restorer.detect import entry_for_task, inspect_checkpoint
 

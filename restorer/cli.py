@@ -26,6 +26,7 @@ examples:
   restorer models                                        tasks, their models, which weights are present
   restorer weights list                                  every weight file and where it is published
   restorer benchmark --task sr_x4 -d datasets/benchmark_sample   PSNR/SSIM on a test set
+  restorer export --task sr_x2 -o sr_x2.onnx             ONNX file; run it with infer --weights sr_x2.onnx
 """
 
 
@@ -130,7 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "-m", "--model", help="model name (default: the task's best model with weights present)"
     )
-    infer.add_argument("--weights", help="weight file (.pth/.pt/.safetensors) instead of the weights folder")
+    infer.add_argument(
+        "--weights",
+        help="weight file (.pth/.pt/.safetensors) instead of the weights folder, or a .onnx file from "
+        "`restorer export`",
+    )
+    infer.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime"],
+        help="auto: onnxruntime for a .onnx --weights file, else torch",
+    )
     infer.add_argument(
         "-s", "--outscale", type=_positive_float, help="final scale, resized with Lanczos after the network"
     )
@@ -357,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_codec(sub, formatter_class=_DefaultsFormatter)
 
+    from restorer.export_cli import register as register_export
+
+    register_export(sub, formatter_class=_DefaultsFormatter)
+
     inspect = sub.add_parser(
         "inspect",
         help="say what a weight file is: architecture, variant, scale, task",
@@ -427,7 +442,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         raise UsageError(f"No such file or folder: {', '.join(missing)}")
-    if args.weights and not args.model:
+    onnx_entry = _onnx_entry(args)  # an exported file describes itself: scale, channels, tile, task
+    if onnx_entry is not None:
+        args.task = args.task or onnx_entry.tasks[0]
+    elif args.weights and not args.model:
         detected = _detect_weights(args.weights, args.task)
         args.task, args.model = args.task or detected.tasks[0], detected.model
     if not args.task:
@@ -435,6 +453,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "Give --task TASK (see `restorer models`), or --weights FILE to let the file decide."
         )
     if tasks.get_task(args.task).kind == "medical":
+        if onnx_entry is not None:
+            raise UsageError("ONNX files run image tasks; medical tasks run with the torch backend.")
         if args.distributed or args.skip_existing:  # the medical runner has no output plan to share or skip
             raise UsageError("--distributed and --skip-existing are for image tasks, not medical ones.")
         return _infer_medical(args, out_dir)
@@ -442,7 +462,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise UsageError(
             "--modality, --previews and --max-voxels are for the medical tasks (DICOM / NIfTI inputs)."
         )
-    entry = tasks.resolve(args.task, args.model, weights_available=None if args.weights else rw.is_available)
+    entry = onnx_entry or tasks.resolve(
+        args.task, args.model, weights_available=None if args.weights else rw.is_available
+    )
     shard = start_shard(args.distributed, args.device)
     args.device = shard.device
     plan = shard.from_main(
@@ -465,7 +487,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     plan.outputs = shard.take(plan.outputs)
     if not plan.outputs:  # nothing left to run: no model is loaded
         return shard.finish(report, lambda merged: _finish_report(merged, out_dir, "image(s)"))
-    restorer = build_restorer(
+    if onnx_entry is not None:
+        from restorer.engine.onnx_runner import build_restorer_like_torch
+    build = build_restorer if onnx_entry is None else build_restorer_like_torch
+    restorer = build(
         entry,
         args.weights,
         args.device,
@@ -499,6 +524,21 @@ def cmd_infer(args: argparse.Namespace) -> int:
     report.kept += done.kept
     report.renamed += done.renamed
     return shard.finish(report, lambda merged: _finish_report(merged, out_dir, "image(s)"))
+
+
+def _onnx_entry(args: argparse.Namespace):
+    """The entry an ONNX --weights file describes (None for the torch backend), said in one line."""
+    from restorer.engine.onnx_runner import onnx_entry_for_task, resolve_backend
+
+    if resolve_backend(getattr(args, "backend", "auto"), args.weights) != "onnxruntime":
+        return None
+    if not Path(args.weights).is_file():
+        raise UsageError(f"ONNX file not found: {args.weights}")
+    entry = onnx_entry_for_task(args.weights, args.task)
+    if args.model and args.model.lower() != entry.model:
+        raise UsageError(f"{Path(args.weights).name} holds {entry.model}, not {args.model}; drop --model.")
+    print(f"note: {Path(args.weights).name} is {entry.display_name} x{entry.scale} (ONNX)", file=sys.stderr)
+    return entry
 
 
 def _detect_weights(path: str, task: str | None):

@@ -301,9 +301,17 @@ class SRWAB(nn.Module):
         out_halves = out.view(b, h * w, 2, half)
         qkv = qkv.view(b, h * w, 3, 2, half)
         parts = ctx.shifted if any(self.shift_size) else ctx.plain
+        exporting = torch.onnx.is_in_onnx_export()
+        branches = []
         for i, attn in enumerate(self.attns):
             o = attn(qkv[:, :, :, i], parts[i], ctx.rpi[i], ctx.biases[i])  # window order
-            out_halves[:, :, i].add_(o.index_select(1, parts[i].inv))  # back to raster, rolled back
+            o = o.index_select(1, parts[i].inv)  # back to raster, rolled back
+            if exporting:
+                branches.append(o)
+            else:
+                out_halves[:, :, i].add_(o)
+        if branches:  # ONNX export does not carry an in-place add into a view back to its base: add a copy
+            out = out + torch.stack(branches, 2).view(b, h, w, c)
         x = self.proj(out).add_(x)  # fresh tensors: in-place adds are autograd-safe here
         return self.mlp(self.norm2(x)).add_(x)
 

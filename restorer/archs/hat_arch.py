@@ -189,6 +189,16 @@ class HAB(nn.Module):
         return self.drop_path(self.mlp(self.norm2(x))).add_(x)
 
 
+def _overlapping_windows_gathered(kv: Tensor, nh: int, nw: int, ows: int, ws: int) -> Tensor:
+    """``kv.unfold(1, ows, ws).unfold(2, ows, ws)`` (channels last) as two gathers, for ONNX export: the
+    exporter cannot record ``Tensor.unfold`` here. ``(B, Hp, Wp, C) -> (B, nh, nw, ows, ows, C)``."""
+    b, _, wp, c = kv.shape
+    rows = (torch.arange(nh)[:, None] * ws + torch.arange(ows)[None, :]).reshape(-1).to(kv.device)
+    cols = (torch.arange(nw)[:, None] * ws + torch.arange(ows)[None, :]).reshape(-1).to(kv.device)
+    kv = kv.index_select(1, rows).index_select(2, cols)  # B, nh*ows, nw*ows, C
+    return kv.view(b, nh, ows, nw, ows, c).permute(0, 1, 3, 2, 4, 5)
+
+
 class OCAB(nn.Module):
     """Overlapping cross-attention block: ``ws x ws`` query windows attend to ``ows x ows`` key windows.
 
@@ -239,8 +249,11 @@ class OCAB(nn.Module):
         q = qkv[..., :c].reshape(b, nh, ws, nw, ws, heads, d)
         q = q.permute(0, 1, 3, 5, 2, 4, 6).reshape(b * nh * nw, heads, n, d)
         kv = F.pad(qkv[..., c:], (0, 0, self.pad, self.pad, self.pad, self.pad))  # zero pad H and W
-        kv = kv.unfold(1, ows, ws).unfold(2, ows, ws)  # b, nh, nw, 2c, ows, ows (views)
-        kv = kv.permute(0, 1, 2, 4, 5, 3).reshape(b * nh * nw, m, 2, heads, d)
+        if torch.onnx.is_in_onnx_export():
+            kv = _overlapping_windows_gathered(kv, nh, nw, ows, ws)  # b, nh, nw, ows, ows, 2c
+        else:
+            kv = kv.unfold(1, ows, ws).unfold(2, ows, ws).permute(0, 1, 2, 4, 5, 3)  # views
+        kv = kv.reshape(b * nh * nw, m, 2, heads, d)
         k = kv[:, :, 0].transpose(1, 2)
         v = kv[:, :, 1].transpose(1, 2)
 

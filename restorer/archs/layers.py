@@ -352,7 +352,7 @@ def make_window_partition(
                 continue
             chunks.append(part.reshape(-1))
             groups.append((start, start + n, region))
-            start += n
+            start = start + n  # not +=: traced for ONNX export, start is a tensor that the tuple above holds
         perm = torch.cat(chunks)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(perm.numel(), device="cpu")

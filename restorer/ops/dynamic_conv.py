@@ -113,6 +113,22 @@ def _forward(input: Tensor, weight: Tensor, stride, padding, dilation) -> Tensor
     return out.view(b, c, ho, wo)
 
 
+def _forward_traceable(input: Tensor, weight: Tensor, stride, padding, dilation) -> Tensor:
+    """:func:`_forward` without ``out=`` or in-place writes, which ONNX export cannot record (same taps,
+    same order of summation; no row bands: an exported graph has no cache to tune for)."""
+    b, c, h, w = input.shape
+    _, g, kh, kw, ho, wo = weight.shape
+    ph, pw = padding
+    xp = F.pad(input, (pw, pw, ph, ph)) if ph or pw else input
+    xp = xp.reshape(b, g, c // g, xp.shape[-2], xp.shape[-1])
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            term = _tap(xp, i, j, ho, wo, stride, dilation) * weight[:, :, i, j].unsqueeze(2)
+            out = term if out is None else out + term
+    return out.reshape(b, c, ho, wo)
+
+
 class _IDynamicDWConv(torch.autograd.Function):
     """Tap-loop forward and backward; saves only ``input`` and ``weight``."""
 
@@ -179,7 +195,9 @@ def idynamic_dwconv(
     stride, padding, dilation = _check(input, weight, stride, padding, dilation)
     if weight.dtype != input.dtype:
         raise TypeError(f"input dtype {input.dtype} and weight dtype {weight.dtype} differ")
-    if torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad):
+    if torch.onnx.is_in_onnx_export():
+        out = _forward_traceable(input, weight, stride, padding, dilation)
+    elif torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad):
         out = _IDynamicDWConv.apply(input, weight, stride, padding, dilation)
     else:
         out = _forward(input, weight, stride, padding, dilation).to(input.dtype)

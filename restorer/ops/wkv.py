@@ -100,6 +100,24 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _logcumsumexp(x: Tensor, dim: int) -> Tensor:
+    """``torch.logcumsumexp``; during ONNX export (which has no such operator) a log-domain Hillis-Steele
+    scan: ``ceil(log2 n)`` steps of a stable ``logaddexp`` with the sequence shifted by 1, 2, 4, ...
+
+    The export form needs finite ``x`` (here: logs of positive chunk totals); the shifted-in pad is -inf,
+    which ``log1p(exp(-|x - pad|)) = 0`` absorbs without a select.
+    """
+    if not torch.onnx.is_in_onnx_export():
+        return torch.logcumsumexp(x, dim)
+    x = x.movedim(dim, -1)
+    n, shift = x.shape[-1], 1
+    while shift < n:
+        prev = torch.cat([torch.full_like(x[..., :shift], -math.inf), x[..., :-shift]], -1)
+        x = torch.maximum(x, prev) + torch.log1p(torch.exp(-(x - prev).abs()))
+        shift *= 2
+    return x.movedim(-1, dim)
+
+
 def _bi_wkv_torch(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """The O(T) PyTorch path on channels-first ``(B, C, T)`` tensors (see the module docstring).
 
@@ -180,12 +198,12 @@ def _bi_wkv_torch(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
             # log Q^past_c = r_c - w L + log sum_l a_l e^(w l): chunk c seen from the next chunk's start;
             # log H_c = logsumexp_{c' < c}(log Q_c' + w L c') - w L (c - 1).
             log_q = key64 - w_chunk + torch.log(total_past)
-            lse = torch.logcumsumexp(log_q + w_chunk * idx, -1)
+            lse = _logcumsumexp(log_q + w_chunk * idx, -1)
             log_h = torch.cat([neg_inf, lse[..., :-1] - w_chunk * idx[:-1]], -1)
             # log Q^future_c = r_c - w + log sum_l a_l e^(-w l): chunk c seen from the previous chunk's end;
             # log G_c = logsumexp_{c' > c}(log Q_c' - w L c') + w L (c + 1).
             log_q = key64 - w64 + torch.log(total_future)
-            lse = torch.logcumsumexp((log_q - w_chunk * idx).flip(-1), -1).flip(-1)
+            lse = _logcumsumexp((log_q - w_chunk * idx).flip(-1), -1).flip(-1)
             log_g = torch.cat([lse[..., 1:] + w_chunk * (idx[:-1] + 1), neg_inf], -1)
             return log_h + w64, log_g + w64  # with the e^w of every non-own weight
 
