@@ -164,6 +164,10 @@ class Shard:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # Every rank takes part in close(): without a last barrier a rank that finished its
+                # collectives first tore its group down under the others (a C++ abort at exit, seen
+                # under load after the benchmark's final all_gather).
+                dist.barrier()
                 dist.destroy_process_group()
             self.backend = None
 
