@@ -75,7 +75,7 @@ def gpu_recipe(task: str, spec: dict, minutes: float, dry_run: bool) -> dict:
     train["dataset_enlarge_ratio"] = 100
     train["prefetch_mode"] = None
     # Every shipped file fits its own task's network exactly: strict loading.
-    start = ROOT / "weights" / zoo.get_entry(spec["model"], scale).weight_file  # the shipped file
+    start = ROOT / "restorer" / "bundled" / zoo.get_entry(spec["model"], scale).weight_file
     opt["path"] = {"pretrain_network_g": str(start), "strict_load_g": True, "resume_state": None}
     for dataset in opt["datasets"].values():  # runs start in their own folder: absolute data paths
         dataset["dataroot_gt"] = str(ROOT / dataset["dataroot_gt"])

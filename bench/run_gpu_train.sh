@@ -6,7 +6,7 @@
 # Size: the device tool takes 64 MiB of tree + carry; the tracked tree is 62.7 MiB today (the two s2lic-small
 # files are 49 MB of it), so shrink those before carrying the corpus.
 # After: the weights and summary.json come back under $OUT; copy the ones that beat the shipped files
-# on the corpus validation split into weights/, then `restorer benchmark` them here.
+# on the corpus validation split into restorer/bundled/, then `restorer benchmark` them here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ls .whl/*.whl >/dev/null 2>&1; then
