@@ -487,19 +487,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
     plan.outputs = shard.take(plan.outputs)
     if not plan.outputs:  # nothing left to run: no model is loaded
         return shard.finish(report, lambda merged: _finish_report(merged, out_dir, "image(s)"))
-    if onnx_entry is not None:
-        from restorer.engine.onnx_runner import build_restorer_like_torch
-    build = build_restorer if onnx_entry is None else build_restorer_like_torch
-    restorer = build(
-        entry,
-        args.weights,
-        args.device,
-        args.precision,
-        args.tile,
-        args.tile_overlap,
-        on_message=lambda m: print(f"note: {m}", file=sys.stderr),
-        tta=args.tta,
-    )
+    backend_options = (args.device, args.precision, args.tile, args.tile_overlap)
+    on_message = lambda m: print(f"note: {m}", file=sys.stderr)  # noqa: E731
+    if onnx_entry is None:
+        restorer = build_restorer(entry, args.weights, *backend_options, on_message=on_message, tta=args.tta)
+    else:  # the file describes its own model
+        from restorer.engine.onnx_runner import build_onnx_restorer
+
+        restorer = build_onnx_restorer(args.weights, *backend_options, on_message=on_message, tta=args.tta)
     if not args.quiet:
         print(
             f"{shard.label}{entry.display_name} x{entry.scale} on {restorer.device} "

@@ -189,18 +189,3 @@ def onnx_entry_for_task(path: str | os.PathLike, task: str | None):
             f"use {', '.join('--task ' + t for t in info.tasks)}."
         )
     return info.entry()
-
-
-def build_restorer_like_torch(
-    entry,
-    weights: str | os.PathLike,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | None = None,
-    tile_overlap: int | None = None,
-    on_message: Callable[[str], None] | None = None,
-    tta: bool = False,
-) -> Restorer:
-    """:func:`build_onnx_restorer` with ``build_restorer``'s signature (``entry`` unused: the file
-    describes itself), so a caller can pick either backend with the same call."""
-    return build_onnx_restorer(weights, device, precision, tile, tile_overlap, on_message, tta)

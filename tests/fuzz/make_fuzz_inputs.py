@@ -866,12 +866,6 @@ _SILENT = (
 _HANG_TIMEOUT = 12.0
 """Seconds before a call over one special file counts as hung (it needs about one when it does not)."""
 
-_FIFO_PROBE = (
-    "engine.runner.process_files calls io.probe_size (PIL.Image.open on the path) before io.read_image "
-    "checks the file type, and open() of a FIFO blocks until a writer comes: a FIFO named on the command "
-    "line hangs infer forever"
-)
-
 
 def symlinks() -> list[Invocation]:
     cls = "symlink"
