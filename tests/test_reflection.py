@@ -28,6 +28,7 @@ from restorer.training.reflection import (
     blur_reflection_synthesis,
     evaluate_against_input,
     gradient_l1,
+    physical_reflection_synthesis,
     rasgan_discriminator_loss,
     rasgan_generator_loss,
     vignette_kernel,
@@ -98,6 +99,52 @@ def test_vignette_model():
     assert vignette_reflection_synthesis(big, big, np.random.default_rng(0))[2].shape == big.shape
 
 
+def _physical(t, r, seed, **options):
+    return physical_reflection_synthesis(t, r, np.random.default_rng(seed), **options)
+
+
+def test_physical_model_adds_light_in_linear_space_and_clips_like_a_sensor():
+    t = _float(data.astronaut()[:64, :80])
+    r = _float(data.coffee()[:64, :80])
+    plain = {"none_prob": 0.0, "blur_prob": 0.0, "ghost_prob": 0.0, "falloff_prob": 0.0}
+    t_out, added, m = _physical(t, r, 0, strength_range=(0.3, 0.3), **plain)
+    np.testing.assert_array_equal(t_out, t)  # the target is the untouched transmission
+    expected = np.clip(t**2.2 + 0.3 * r**2.2, 0, 1) ** (1 / 2.2)
+    np.testing.assert_allclose(m, expected, atol=1e-5)
+    assert (m >= t - 1e-6).all()  # a reflection only adds light
+    np.testing.assert_allclose(added, np.clip(m - t, 0, 1), atol=1e-6)
+    white = np.ones_like(t)  # a saturated scene stays saturated, whatever is reflected
+    np.testing.assert_array_equal(_physical(white, r, 0, **plain)[2], white)
+
+
+def test_physical_model_pairs_without_reflection_are_the_photo_itself():
+    t = _float(data.astronaut()[:64, :80])
+    r = _float(data.coffee()[:64, :80])
+    draws = [_physical(t, r, seed, none_prob=0.5) for seed in range(40)]
+    untouched = [np.array_equal(m, t) and not added.any() for _, added, m in draws]
+    assert 8 <= sum(untouched) <= 32  # about half, and only those pairs
+    assert all(np.abs(m - t).max() > 1e-3 for (_, _, m), same in zip(draws, untouched) if not same)
+
+
+def test_physical_model_strength_ghost_and_blur_act_as_named():
+    t = np.full((64, 64, 3), 0.2, np.float32)
+    r = np.zeros((64, 64, 3), np.float32)
+    r[30:34, 30:34] = 1.0  # a small bright light
+    plain = {"none_prob": 0.0, "blur_prob": 0.0, "ghost_prob": 0.0, "falloff_prob": 0.0}
+    weak = _physical(t, r, 0, strength_range=(0.05, 0.05), **plain)[2]
+    strong = _physical(t, r, 0, strength_range=(0.5, 0.5), **plain)[2]
+    assert strong[32, 32, 0] > weak[32, 32, 0] > 0.2 + 1e-3
+    ghosted = _physical(
+        t, r, 0, strength_range=(0.5, 0.5), **{**plain, "ghost_prob": 1.0}, ghost_shift_range=(8.0, 8.0)
+    )[2]
+    lit = ghosted[..., 0] > 0.2 + 1e-3
+    ys, xs = np.nonzero(lit)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) >= 10  # a second copy 8 px away
+    blurred = _physical(t, r, 0, strength_range=(0.5, 0.5), **{**plain, "blur_prob": 1.0})[2]
+    assert (blurred[..., 0] > 0.2 + 1e-3).sum() > (strong[..., 0] > 0.2 + 1e-3).sum()
+    assert blurred[..., 0].max() < strong[..., 0].max()
+
+
 # ------------------------------------------------------------------------------------------------
 # Datasets
 # ------------------------------------------------------------------------------------------------
@@ -136,6 +183,15 @@ def test_synthetic_dataset_train_and_val(photos):
     from basicsr.utils.registry import DATASET_REGISTRY
 
     assert DATASET_REGISTRY.get("SyntheticReflectionDataset") is SyntheticReflectionDataset
+
+
+def test_synthetic_dataset_passes_the_physical_options(photos):
+    options = {"dataroot_gt": str(photos / "val"), "phase": "val", "synthesis": "physical", "seed": 0}
+    never = SyntheticReflectionDataset({**options, "none_prob": 1.0})
+    always = SyntheticReflectionDataset({**options, "none_prob": 0.0, "strength_range": [0.5, 0.5]})
+    for i in range(len(never)):
+        assert torch.equal(never[i]["lq"], never[i]["gt"])
+        assert (always[i]["lq"] - always[i]["gt"]).abs().mean() > 0.005
 
 
 def _uhdrr_root(root: Path, phase: str = "train", uhd: str = "4k", cropped: bool = False) -> Path:

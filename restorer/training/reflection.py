@@ -43,6 +43,15 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from restorer import io as rio  # noqa: E402
 from restorer.archs.rrformer_arch import VGG19_LAYERS, VGG19Features, build_vgg19_features  # noqa: E402
 from restorer.training.models import RestorerSRModel  # noqa: E402
+from restorer.training.reflection_synthesis import (  # noqa: E402
+    PHYSICAL_DEFAULTS,
+    SYNTHESIS_MODELS,
+    blur_reflection_synthesis,
+    physical_reflection_synthesis,
+    self_reflection_pair,
+    vignette_kernel,
+    vignette_reflection_synthesis,
+)
 
 __all__ = [
     "DiscriminatorVGG",
@@ -54,6 +63,7 @@ __all__ = [
     "UHDRRDataset",
     "blur_reflection_synthesis",
     "evaluate_against_input",
+    "physical_reflection_synthesis",
     "gradient_l1",
     "rasgan_discriminator_loss",
     "rasgan_generator_loss",
@@ -63,128 +73,6 @@ __all__ = [
 ]
 
 Array = np.ndarray
-
-# ------------------------------------------------------------------------------------------------
-# Reflection synthesis (float32 HxWx3 RGB in [0, 1] in, (transmission, reflection, blended) out)
-# ------------------------------------------------------------------------------------------------
-
-
-def blur_reflection_synthesis(
-    transmission: Array,
-    reflection: Array,
-    rng: np.random.Generator,
-    kernel_size: int = 11,
-    sigma_range: tuple[float, float] = (2.0, 5.0),
-    gamma_range: tuple[float, float] = (1.3, 1.3),
-) -> tuple[Array, Array, Array]:
-    """CEILNet / ERRNet's model (``ReflectionSythesis_1``): a blurred reflection added, overflow removed.
-
-    ``R_b = R * G`` (Gaussian kernel ``kernel_size`` x ``kernel_size``, ``sigma ~ U(sigma_range)``, per
-    channel, zero beyond the border as ``convolve2d(mode='same')``), ``M = T + R_b``. When ``M`` exceeds
-    1 somewhere: ``m = gamma * (mean of M over the entries > 1, minus 1)``, ``R_b = clip(R_b - m, 0, 1)``,
-    ``M = clip(T + R_b, 0, 1)``.
-
-    Returns ``(T, R_b, M)`` float32, shapes of ``transmission`` (``reflection`` must match it).
-    """
-    t = np.asarray(transmission, np.float32)
-    r = np.asarray(reflection, np.float32)
-    if t.shape != r.shape:
-        raise ValueError(f"transmission {t.shape} and reflection {r.shape} must have the same shape")
-    sigma = float(rng.uniform(*sigma_range))
-    gamma = float(rng.uniform(*gamma_range))
-    kernel = cv2.getGaussianKernel(kernel_size, sigma).astype(np.float32)
-    # The 2-D kernel is the outer product of the 1-D one: separable filtering gives the same result.
-    r_blur = cv2.sepFilter2D(r, -1, kernel, kernel, borderType=cv2.BORDER_CONSTANT)
-    blended = t + r_blur
-    over = blended[blended > 1]
-    if over.size:
-        shift = (float(over.mean()) - 1.0) * gamma
-        r_blur = np.clip(r_blur - shift, 0.0, 1.0)
-        blended = np.clip(t + r_blur, 0.0, 1.0)
-    return t, r_blur.astype(np.float32), blended.astype(np.float32)
-
-
-def vignette_kernel(size: int, nsig: float = 3.0) -> Array:
-    """Zhang et al.'s ``gkern(size, nsig)``: a ``size x size`` Gaussian-like mask with maximum 1.
-
-    ``k1`` = differences of the normal CDF over ``size`` equal steps spanning ``+-(nsig + step / 2)``;
-    the mask is ``sqrt(outer(k1, k1))`` scaled to a maximum of 1.
-    """
-    from scipy.special import ndtr
-
-    step = (2 * nsig + 1.0) / size
-    edges = np.linspace(-nsig - step / 2.0, nsig + step / 2.0, size + 1)
-    k1 = np.sqrt(np.diff(ndtr(edges)))
-    mask = np.outer(k1, k1)
-    return (mask / mask.max()).astype(np.float32)
-
-
-def vignette_reflection_synthesis(
-    transmission: Array,
-    reflection: Array,
-    rng: np.random.Generator,
-    sigmas: Sequence[float] | None = None,
-    mask_size: int = 560,
-    nsig: float = 3.0,
-) -> tuple[Array, Array, Array]:
-    """Zhang et al. (CVPR'18) / ERRNet's ``ReflectionSythesis_2``: gamma, blur, overflow, vignette.
-
-    In linear light (power 2.2): ``R`` blurred with ``sigma`` drawn from ``sigmas`` (default 80 values in
-    [1, 5], kernel ``2 ceil(2 sigma) + 1``); per channel, ``R -= (max(1, mean of T + R where > 1) - 1) *
-    (1.08 + U[0, 0.1))``, clipped to [0, 1]; multiplied by a random ``H x W`` window of a
-    :func:`vignette_kernel` mask; ``M = R + T * (1 - U[0, 0.2))``; back with power 1 / 2.2, ``M`` clipped.
-    The public code's mask is 560 px (images up to 549 px); for larger images the mask grows to
-    ``max(H, W) + 11`` so any size works.
-
-    Returns ``(T, R_vignetted, M)`` float32; ``T`` is the input transmission unchanged (the target).
-    """
-    t = np.asarray(transmission, np.float32)
-    r = np.asarray(reflection, np.float32)
-    if t.shape != r.shape:
-        raise ValueError(f"transmission {t.shape} and reflection {r.shape} must have the same shape")
-    sigmas = np.linspace(1, 5, 80) if sigmas is None else np.asarray(sigmas, np.float64)
-    h, w = t.shape[:2]
-    size = max(mask_size, h + 11, w + 11)
-    sigma = float(sigmas[rng.integers(0, len(sigmas))])
-    t_lin = np.power(t, 2.2)
-    r_lin = np.power(r, 2.2)
-    ksize = int(2 * math.ceil(2 * sigma) + 1)
-    r_blur = cv2.GaussianBlur(r_lin, (ksize, ksize), sigma, sigma, 0)
-    blended = r_blur + t_lin
-    attenuation = 1.08 + rng.random() / 10.0
-    for c in range(blended.shape[2]):
-        over = blended[..., c] > 1
-        mean = max(1.0, float((blended[..., c] * over).sum() / (over.sum() + 1e-6)))
-        r_blur[..., c] -= (mean - 1.0) * attenuation
-    r_blur = np.clip(r_blur, 0.0, 1.0)
-    top = int(rng.integers(0, size - h - 10))
-    left = int(rng.integers(0, size - w - 10))
-    mask = vignette_kernel(size, nsig)[top : top + h, left : left + w, None]
-    r_vig = r_blur * mask
-    blended = r_vig + t_lin * (1.0 - rng.random() / 5.0)
-    blended = np.clip(np.power(blended, 1 / 2.2), 0.0, 1.0)
-    return t, np.power(r_vig, 1 / 2.2).astype(np.float32), blended.astype(np.float32)
-
-
-#: ``synthesis`` option values of :class:`SyntheticReflectionDataset`.
-SYNTHESIS_MODELS: dict[str, Callable[..., tuple[Array, Array, Array]]] = {
-    "blur": blur_reflection_synthesis,
-    "vignette": vignette_reflection_synthesis,
-}
-
-
-def self_reflection_pair(gt_u8: Array, seed: int = 0) -> tuple[Array, Array]:
-    """A deterministic synthetic test pair from one clean photo: ``(blended, gt)``, both uint8.
-
-    The reflection layer is the photo itself rotated by 180 degrees (no second image needed), put through
-    :func:`blur_reflection_synthesis` with a generator seeded by ``seed``. For benchmarks on folders of
-    clean photos; real blended / transmission pairs are preferable where they exist.
-    """
-    gt = np.ascontiguousarray(gt_u8[..., :3] if gt_u8.ndim == 3 else np.repeat(gt_u8[..., None], 3, 2))
-    t = gt.astype(np.float32) / 255.0
-    _, _, blended = blur_reflection_synthesis(t, t[::-1, ::-1].copy(), np.random.default_rng(seed))
-    return (np.clip(blended, 0, 1) * 255.0).round().astype(np.uint8), gt
-
 
 # ------------------------------------------------------------------------------------------------
 # Datasets
@@ -227,8 +115,11 @@ class SyntheticReflectionDataset(data.Dataset):
 
     Options (BasicSR style):
         dataroot_gt: folder (or list) of clean photos. ``dataroot_reflection``: reflection photos.
-        synthesis: ``'blur'``, ``'vignette'`` or ``'mixed'`` (default; ``vignette_prob``, default 0.5).
+        synthesis: ``'blur'``, ``'vignette'``, ``'physical'`` or ``'mixed'`` (default: blur or vignette,
+            ``vignette_prob``, default 0.5).
         sigma_range, gamma_range, kernel_size: the blur model's options (defaults 2..5, 1.3, 11).
+        The physical model's options are the keys of
+            :data:`~restorer.training.reflection_synthesis.PHYSICAL_DEFAULTS` (``none_prob``, ...).
         phase: ``'train'``: random ``gt_size`` crops of both layers, ``use_hflip`` (default true) and
             ``use_rot`` (default false), fresh random synthesis per sample. Otherwise (validation /
             test): the whole transmission photo, ``pairs_per_image`` (default 1) deterministic pairs per
@@ -303,6 +194,12 @@ class SyntheticReflectionDataset(data.Dataset):
                 "kernel_size": int(self.opt.get("kernel_size", 11)),
                 "sigma_range": tuple(self.opt.get("sigma_range", (2.0, 5.0))),
                 "gamma_range": tuple(self.opt.get("gamma_range", (1.3, 1.3))),
+            }
+        elif model == "physical":
+            kwargs = {
+                key: tuple(self.opt[key]) if isinstance(default, tuple) else float(self.opt[key])
+                for key, default in PHYSICAL_DEFAULTS.items()
+                if key in self.opt
             }
         else:
             kwargs = {}
@@ -641,7 +538,10 @@ class RRFormerModel(RestorerSRModel):
             self.optimizers.append(self.optimizer_d)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        self.output = self.net_g(self.lq)
+        speed = self.speed  # train.speed: bf16 autocast / channels_last, as the SR models
+        with speed.autocast_context():
+            self.output = self._net_g_call(speed.input(self.lq))
+        self.output = self.output.float()
         losses: OrderedDict[str, Tensor] = OrderedDict()
         gan_on = self.net_d is not None and self.gan_weight > 0 and current_iter > self.gan_start_iter
 
