@@ -8,7 +8,8 @@ same, so every run scores the same inputs. They are the inputs ``RealSRValDatase
 recipe's validation. Methods: MATLAB bicubic, the shipped ``sr_x4`` default (``craft-bundled`` x4,
 trained on bicubic inputs), and each ``--weights`` file (loaded strictly into ``--model``, CRAFT's
 published x4 configuration by default). Metrics: PSNR and SSIM on the Y channel (BasicSR's, the SR
-papers' protocol) and LPIPS (AlexNet, v0.1; lower is better), all with ``scale`` pixels cropped at
+papers' protocol), LPIPS (AlexNet, v0.1; lower is better) and NIQE (no reference; BasicSR's, with the
+pristine-image model its package ships; lower is better), all with ``scale`` pixels cropped at
 each border. LPIPS needs torchvision's AlexNet file in the torch hub cache; without it the LPIPS
 values are null and the report says why (``--lpips on`` makes that an error). JSON on stdout::
 
@@ -154,6 +155,19 @@ def lpips_scorer(mode: str):
     return (lambda out, ref: metrics.lpips_distance(out, ref, crop_border=SCALE)), note
 
 
+def niqe(rgb: np.ndarray) -> float:
+    """NIQE of an output (no reference needed; lower is better): BasicSR's, with the pristine-image model
+    its package ships, so it runs with no download where LPIPS cannot."""
+    from restorer._compat import ensure_basicsr_importable
+
+    ensure_basicsr_importable()
+    from basicsr.metrics.niqe import calculate_niqe
+
+    return float(
+        calculate_niqe(np.ascontiguousarray(rgb[..., ::-1]), SCALE, input_order="HWC", convert_to="y")
+    )
+
+
 def evaluate(
     out_dir: Path, names: list[str], methods: dict[str, Any], lpips_mode: str = "auto"
 ) -> dict[str, Any]:
@@ -172,8 +186,9 @@ def evaluate(
                 "psnr_y": metrics.psnr(out, hr, SCALE, y_channel=True),
                 "ssim_y": metrics.ssim(out, hr, SCALE, y_channel=True),
                 "lpips": lpips(out, hr) if lpips else None,
+                "niqe": niqe(out),
             }
-        keys = ("psnr_y", "ssim_y", "lpips") if lpips else ("psnr_y", "ssim_y")
+        keys = ("psnr_y", "ssim_y", "niqe", "lpips") if lpips else ("psnr_y", "ssim_y", "niqe")
         summary = {"lpips": None} | {k: float(np.mean([v[k] for v in per_image.values()])) for k in keys}
         results[label] = {**summary, "per_image": per_image}
     return {
@@ -181,6 +196,7 @@ def evaluate(
             "psnr_y": f"BasicSR calculate_psnr, Y channel, crop_border {SCALE}",
             "ssim_y": f"BasicSR calculate_ssim, Y channel, crop_border {SCALE}",
             "lpips": lpips_note,
+            "niqe": f"BasicSR calculate_niqe (no reference; Y channel, crop_border {SCALE}); lower is better",
         },
         "results": results,
     }
