@@ -22,6 +22,7 @@ leaves a truncated output that a later run would mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
@@ -54,6 +55,7 @@ __all__ = [
     "output_path_for",
     "probe_size",
     "read_image",
+    "regular_file_problem",
     "resolve_output_ext",
     "to_gray",
     "to_rgb",
@@ -142,7 +144,9 @@ def _scan_folder(
     visited: set[Path],
     unreadable: list[tuple[Path, str]] | None = None,
 ) -> Iterator[Path]:
-    """Yield the files of ``folder`` (natural order), then those of its subfolders when ``recursive``.
+    """Yield the entries of ``folder`` that are not folders (natural order: regular files, and also
+    FIFOs, sockets, devices and broken links, which the caller must refuse without opening), then
+    those of its subfolders when ``recursive``.
 
     Hidden entries (``.name``) are ignored: they are never user images but things like ``.DS_Store``,
     macOS ``._photo.jpg`` resource forks (which have an image suffix but are not images) and our own
@@ -168,7 +172,7 @@ def _scan_folder(
         try:
             if entry.is_dir():
                 subfolders.append(entry)
-            elif entry.is_file():
+            else:  # special entries too (FIFOs, devices, dangling links): collect_images reports them
                 yield entry
         except OSError as exc:  # e.g. a name past the path-length limit
             error = ImageReadError(f"Cannot read {_shortened(entry)}: {exc.strerror or exc}")
@@ -204,7 +208,10 @@ def collect_images(
     caller can tell the user about them. Raises :class:`ImageReadError` for a path that does not exist.
     ``accept`` replaces the image-suffix test (e.g. to collect ``.s2l`` files the same way). With
     ``unreadable``, folders (and entries) that cannot be listed are appended there as ``(path, message)``
-    and the rest is still collected; without it they raise :class:`ImageReadError`.
+    and the rest is still collected; without it they raise :class:`ImageReadError`. Entries of a folder
+    that ``accept`` takes but that are not regular files (FIFOs, sockets, devices, dangling or looping
+    links; see :func:`regular_file_problem`) are never opened: they go to ``unreadable`` when given,
+    and are left out otherwise.
     """
     images: list[Path] = []
     skipped: list[Path] = []
@@ -222,6 +229,15 @@ def collect_images(
         path = Path(item)
         if path.is_dir():
             for file in _scan_folder(path, recursive, visited_folders, unreadable):
+                if accept(file):
+                    # Checked before add(), which resolves the path (a link loop raises there) and
+                    # before anything opens it (a FIFO blocks): a wanted entry that is not a regular
+                    # file is a failure the user must hear about, not an image dropped in silence.
+                    problem = regular_file_problem(file)
+                    if problem is not None:
+                        if unreadable is not None:
+                            unreadable.append((file, f"Cannot read {_shortened(file)}: {problem}"))
+                        continue
                 add(file)
         elif path.exists():
             add(path)
@@ -332,22 +348,42 @@ def _pillow_bomb_limit_lifted() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = previous
 
 
-def _read_bytes(path: Path) -> bytes:
+def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as a file (``"it is a FIFO, not a regular file"``, ``"no such file"``,
+    ...), or None when it is a regular file (directly or through links). Nothing is opened: opening a
+    FIFO blocks until a writer comes, and a device such as ``/dev/zero`` reads without end, so every
+    reader of user-given paths asks this first."""
     try:
-        mode = path.stat().st_mode  # follows links: a link to /dev/zero is a device, not a file
-    except FileNotFoundError as exc:
-        raise ImageReadError(f"Cannot read image {path}: no such file") from exc
+        mode = os.stat(path).st_mode  # follows links: a link to /dev/zero is a device, not a file
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"it is a symbolic link to {os.readlink(path)!r}, which does not exist"
+        return "no such file"
     except OSError as exc:
-        raise ImageReadError(f"Cannot read image {path}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        kind = (
-            "a FIFO"
-            if stat.S_ISFIFO(mode)
-            else "a device"
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "not a regular file"
-        )
-        raise ImageReadError(f"Cannot read image {path}: it is {kind}, not a regular file")
+        if exc.errno == errno.ELOOP:
+            return "it is a loop of symbolic links"
+        return exc.strerror or str(exc)
+    except ValueError as exc:  # e.g. a NUL byte in the name
+        return str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "it is a folder"
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "a special file"
+    return f"it is {kind}, not a regular file"
+
+
+def _read_bytes(path: Path) -> bytes:
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ImageReadError(f"Cannot read image {path}: {problem}")
     try:
         data = path.read_bytes()
     except IsADirectoryError as exc:
@@ -547,12 +583,55 @@ def _to_unit_float(samples: np.ndarray) -> np.ndarray:
     return result
 
 
+def _check_pixel_limit(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageReadError(
+            f"Cannot read image {path}: {width} x {height} pixels is more than the limit of "
+            f"{MAX_IMAGE_PIXELS} pixels (restorer.io.MAX_IMAGE_PIXELS); the file may be a "
+            "decompression bomb"
+        )
+
+
+_WEBP_HEAD_BYTES = 64
+"""Bytes of a file enough for :func:`_webp_size`: the RIFF header and the first chunk's size fields."""
+
+
+def _is_webp(data: bytes) -> bool:
+    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` of a WebP from its first chunk, without decoding; None when it is not there.
+
+    The extended layout (``VP8X``) states the canvas (24-bit width - 1 and height - 1): what an animated
+    file's decoder allocates. A simple file's size is in its bitstream header: lossy ``VP8`` (a 3-byte
+    frame tag, the start code 9d 01 2a, then 14-bit width and height; the top two bits are scaling) or
+    lossless ``VP8L`` (the signature byte 0x2f, then 14-bit width - 1 and height - 1)."""
+    if not _is_webp(data) or len(data) < 20:
+        return None
+    kind, body = data[12:16], data[20:]
+    if kind == b"VP8X" and len(body) >= 10:
+        return int.from_bytes(body[7:10], "little") + 1, int.from_bytes(body[4:7], "little") + 1
+    if kind == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", body[6:10])
+        return height & 0x3FFF, width & 0x3FFF
+    if kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
+        bits = int.from_bytes(body[1:5], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    return None
+
+
 def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """``(height, width)`` from the file's header without decoding its pixels; None when the header
     cannot be read (:func:`read_image` then says why)."""
     try:
-        if not stat.S_ISREG(Path(path).stat().st_mode):  # opening a FIFO would block
+        if regular_file_problem(path) is not None:  # opening a FIFO would block
             return None
+        with open(path, "rb") as stream:
+            head = stream.read(_WEBP_HEAD_BYTES)
+        if _is_webp(head):
+            # Pillow's WebP plugin decodes (allocating the whole canvas) inside Image.open itself
+            return _webp_size(head)
         with _pillow_bomb_limit_lifted(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
@@ -576,6 +655,12 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     """
     path = Path(path)
     data = _read_bytes(path)
+    if _is_webp(data):
+        # Pillow's WebP plugin allocates the whole canvas inside Image.open, before the size check
+        # below could refuse it: a 38-byte file declaring 16383 x 16383 took 4.4 GB. So the header first.
+        size = _webp_size(data)
+        if size is not None:
+            _check_pixel_limit(path, size[1], size[0])
     try:
         with _pillow_bomb_limit_lifted(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. Pillow's "truncated EXIF" notes: not our user's problem
@@ -592,12 +677,7 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
 
     with image:
         width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ImageReadError(
-                f"Cannot read image {path}: {width} x {height} pixels is more than the limit of "
-                f"{MAX_IMAGE_PIXELS} pixels (restorer.io.MAX_IMAGE_PIXELS); the file may be a "
-                "decompression bomb"
-            )
+        _check_pixel_limit(path, width, height)
         source_format = _PIL_FORMATS.get(image.format or "", (image.format or "unknown").lower())
         icc_profile = image.info.get("icc_profile") or None
         try:

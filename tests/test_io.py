@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -827,3 +828,86 @@ def test_image_open_errors_are_not_leaked_from_bad_tiff(tmp_path):
     path.write_bytes(b"II*\x00" + b"\xff" * 40)
     with pytest.raises(ImageReadError, match="Cannot read image"):
         rio.read_image(path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# special entries and WebP headers (issue 21)
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_regular_file_problem_names_each_kind_without_opening(tmp_path):
+    good = touch(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dangling.png").symlink_to("nowhere.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "null.png").symlink_to("/dev/null")
+    (tmp_path / "to-pipe.png").symlink_to("pipe.png")
+    assert rio.regular_file_problem(good) is None
+    assert rio.regular_file_problem(tmp_path / "pipe.png") == "it is a FIFO, not a regular file"
+    assert rio.regular_file_problem(tmp_path / "to-pipe.png") == "it is a FIFO, not a regular file"
+    assert rio.regular_file_problem(tmp_path / "null.png") == "it is a device, not a regular file"
+    assert rio.regular_file_problem(tmp_path / "loop.png") == "it is a loop of symbolic links"
+    assert "'nowhere.png', which does not exist" in rio.regular_file_problem(tmp_path / "dangling.png")
+    assert rio.regular_file_problem(tmp_path / "missing.png") == "no such file"
+    assert rio.regular_file_problem(tmp_path) == "it is a folder"
+
+
+def test_collect_images_reports_special_entries_instead_of_dropping_them(tmp_path):
+    folder = tmp_path / "in"
+    touch(folder / "good.png")
+    os.mkfifo(folder / "pipe.png")
+    os.mkfifo(folder / "pipe.txt")  # not wanted by its name: skipped like any other non-image
+    (folder / "dangling.jpg").symlink_to("nowhere.jpg")
+    (folder / "loop.tif").symlink_to("loop.tif")
+    unreadable: list[tuple[Path, str]] = []
+    images, skipped = rio.collect_images([folder], unreadable=unreadable)
+    assert [p.name for p in images] == ["good.png"] and [p.name for p in skipped] == ["pipe.txt"]
+    reasons = {path.name: message for path, message in unreadable}
+    assert sorted(reasons) == ["dangling.jpg", "loop.tif", "pipe.png"]
+    assert reasons["pipe.png"] == f"Cannot read {folder / 'pipe.png'}: it is a FIFO, not a regular file"
+    # without a list to report into (e.g. a benchmark's dataset folder) they are left out, as before
+    assert rio.collect_images([folder])[0] == images
+
+
+def _webp_with_size(kind: str, width: int, height: int) -> bytes:
+    """A real WebP (lossless VP8L, lossy VP8, or VP8L in the extended VP8X layout) whose header then
+    declares ``width x height``."""
+    buffer = io.BytesIO()
+    Image.fromarray(random_u8(16, 16, 3)).save(buffer, "WEBP", lossless=kind != "lossy", quality=80)
+    data = bytearray(buffer.getvalue())
+    if kind == "lossless":
+        bits = int.from_bytes(data[21:25], "little") & ~0xFFFFFFF
+        data[21:25] = (bits | (width - 1) | ((height - 1) << 14)).to_bytes(4, "little")
+    elif kind == "lossy":
+        data[26:30] = struct.pack("<HH", width, height)
+    else:
+        vp8x = bytes(4) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        body = b"WEBP" + b"VP8X" + struct.pack("<I", 10) + vp8x + bytes(data[12:])
+        data = bytearray(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind", ["lossless", "lossy", "extended"])
+def test_webp_size_comes_from_the_header_before_pillow_opens_it(tmp_path, monkeypatch, kind):
+    """Pillow's WebP plugin allocates the whole canvas inside Image.open (16383 x 16383 declared by a
+    38-byte file: 4.4 GB), so the size is read from the RIFF chunks and a bomb refused before it."""
+    path = tmp_path / "bomb.webp"
+    path.write_bytes(_webp_with_size(kind, 16383, 12000))
+
+    def no_pillow(*args, **kwargs):
+        raise AssertionError("Pillow opened a WebP whose size the header gives")
+
+    monkeypatch.setattr(Image, "open", no_pillow)
+    assert rio.probe_size(path) == (12000, 16383)
+    monkeypatch.setattr(rio, "MAX_IMAGE_PIXELS", 16383 * 12000 - 1)
+    with pytest.raises(ImageReadError, match="16383 x 12000 pixels is more than the limit"):
+        rio.read_image(path)
+
+
+def test_webp_header_size_matches_what_pillow_decodes(tmp_path):
+    for kind in ("lossless", "lossy"):
+        buffer = io.BytesIO()
+        Image.fromarray(random_u8(21, 34, 3)).save(buffer, "WEBP", lossless=kind == "lossless")
+        (tmp_path / f"{kind}.webp").write_bytes(buffer.getvalue())
+        assert rio.probe_size(tmp_path / f"{kind}.webp") == (21, 34)
+        assert rio.read_image(tmp_path / f"{kind}.webp").pixels.shape == (21, 34, 3)
