@@ -3,7 +3,9 @@ replaced, earlier outputs in -o are not read back, and bad -s / --suffix values 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -447,3 +449,112 @@ def test_the_memory_estimate_grows_with_the_output():
 
     assert image_job_bytes(8000, 8000, 4) > 12 * 2**30  # the float32 x4 canvas alone is 12 GiB
     assert image_job_bytes(100, 100, 4) > image_job_bytes(100, 100, 2) > image_job_bytes(100, 100, 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Special entries and the memory budget of compress / decompress (the fuzz suite's former xfails)
+# ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    """Fail instead of hanging for good when something opens a FIFO (SIGALRM interrupts the open)."""
+
+    def hung(*_):
+        raise TimeoutError(f"still running after {seconds} s: a FIFO was opened?")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _specials(folder: Path) -> list[str]:
+    """A FIFO, a dangling link, a link loop and a link to a device in ``folder``, all with image names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / "pipe.png")
+    (folder / "dangling.jpg").symlink_to("nowhere.jpg")
+    (folder / "loop.png").symlink_to("loop.png")
+    (folder / "zero.webp").symlink_to("/dev/zero")
+    return ["dangling.jpg", "loop.png", "pipe.png", "zero.webp"]
+
+
+def _failed_names(err: str) -> dict[str, str]:
+    """``{file name: message}`` of the end-of-batch failure summary."""
+    lines = err.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith("failed:"))
+    found = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        path, _, message = line[2:].partition(": ")
+        found[Path(path).name] = message
+    return found
+
+
+def test_special_entries_of_a_folder_are_failures_not_silently_dropped(tiny_zoo, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _image(src / "good.png")
+    names = _specials(src)
+    with _deadline(60):
+        assert _infer(str(src), "-o", str(out)) == 1
+    assert [p.name for p in out.iterdir()] == ["good_out.png"]
+    err = capsys.readouterr().err
+    failed = _failed_names(err)
+    assert sorted(failed) == names and "Traceback" not in err
+    assert "it is a FIFO, not a regular file" in failed["pipe.png"]
+    assert "it is a device" in failed["zero.webp"] and "loop of symbolic links" in failed["loop.png"]
+    assert "does not exist" in failed["dangling.jpg"]
+
+
+def test_compress_reports_special_entries_and_refuses_by_memory_budget(
+    codec_zoo, tmp_path, photo, capsys, monkeypatch
+):
+    from restorer.engine import budget
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    rio.write_image(src / "small.png", photo.astype(np.float32) / 255)  # 70 x 90
+    _image(src / "large.png", size=(300, 400))
+    names = _specials(src)
+    # room for the small image with the tiny model (N = 16), not for the large one
+    monkeypatch.setattr(budget, "available_memory", lambda: 2 * budget.codec_job_bytes(70, 90, 16))
+    decoded = []
+    read = rio.read_image
+    monkeypatch.setattr(rio, "read_image", lambda path: decoded.append(Path(path).name) or read(path))
+    with _deadline(60):
+        argv = ["compress", str(src), "-o", str(out), "-m", "tiny-s2lic", "--quality", "1", "-q"]
+        assert _run(argv) == 1
+    assert [p.name for p in out.iterdir()] == ["small.s2l"]
+    assert decoded == ["small.png"]  # the large one was refused from its header, before decoding
+    err = capsys.readouterr().err
+    failed = _failed_names(err)
+    assert sorted(failed) == sorted([*names, "large.png"]) and "Traceback" not in err
+    assert "a 400 x 300 image needs about" in failed["large.png"] and "to compress" in failed["large.png"]
+
+
+def test_decompress_refuses_special_files_and_by_memory_budget(
+    codec_zoo, tmp_path, photo, capsys, monkeypatch
+):
+    from restorer.codec.api import compress_image, load_codec
+    from restorer.engine import budget
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    codec = load_codec("tiny-s2lic-q1")
+    (src / "small.s2l").write_bytes(compress_image(codec, photo))
+    (src / "large.s2l").write_bytes(compress_image(codec, np.tile(photo, (4, 4, 1))))  # 280 x 360
+    os.mkfifo(src / "pipe.s2l")
+    (src / "zero.s2l").symlink_to("/dev/zero")
+    monkeypatch.setattr(budget, "available_memory", lambda: 2 * budget.codec_job_bytes(70, 90, 16))
+    argv = ["decompress", *(str(src / n) for n in ("small.s2l", "large.s2l", "pipe.s2l", "zero.s2l"))]
+    with _deadline(60):
+        assert _run([*argv, "-o", str(out), "-q"]) == 1
+    assert [p.name for p in out.iterdir()] == ["small.png"]
+    err = capsys.readouterr().err
+    failed = _failed_names(err)
+    assert sorted(failed) == ["large.s2l", "pipe.s2l", "zero.s2l"] and "Traceback" not in err
+    assert "declares a 360 x 280 image, which needs about" in failed["large.s2l"]
+    assert "it is a FIFO, not a regular file" in failed["pipe.s2l"] and "device" in failed["zero.s2l"]

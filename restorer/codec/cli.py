@@ -155,9 +155,15 @@ def _write(target: Path, data: bytes, overwrite: bool) -> None:
         raise ImageWriteError(f"Cannot write {target}: {exc.strerror or exc}") from exc
 
 
+def _features(codec) -> int:
+    """The width of the model's transforms (S2LIC's ``N``), which sets its memory per pixel."""
+    return int(getattr(codec.model, "N", 192))
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from restorer import io as rio
     from restorer.codec.api import bits_per_pixel, compress_image, load_codec
+    from restorer.engine.budget import check_codec_job
     from restorer.engine.output_plan import plan_outputs
     from restorer.errors import OutputExistsError, one_line_message
 
@@ -186,9 +192,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(
             f"{codec.variant} on {codec.device}: {len(plan.outputs)} image(s) -> {out_dir}/", file=sys.stderr
         )
+    features = _features(codec)
     for item in _progress(plan.outputs, args.quiet, "image"):
         path, target = item.source, item.target(SUFFIX)
         try:
+            size = rio.probe_size(path)
+            if size is not None:  # refused from the header, before decoding what cannot fit
+                check_codec_job(path, *size, features)
             image = rio.read_image(path)
             if image.has_alpha:
                 print(f"note: {path}: the alpha channel is not coded", file=sys.stderr)
@@ -217,6 +227,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_decompress(args: argparse.Namespace) -> int:
     from restorer import io as rio
     from restorer.codec.api import decompress_bytes, load_codec, read_header
+    from restorer.engine.budget import check_codec_job
     from restorer.engine.output_plan import plan_outputs
     from restorer.errors import OutputExistsError, one_line_message
 
@@ -245,6 +256,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     for item in _progress(plan.outputs, args.quiet, "file"):
         path, target = item.source, item.target("png")
         try:
+            # A FIFO would block read_bytes() for good and /dev/zero would fill memory: refused unopened
+            problem = rio.regular_file_problem(path)
+            if problem is not None:
+                raise RestorerError(f"cannot read the file: {problem}")
             try:
                 data = path.read_bytes()
             except OSError as exc:
@@ -255,6 +270,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             key = (variant, str(device))
             if key not in codecs:
                 codecs[key] = load_codec(variant, None, args.weights, device)
+            # the size the header declares, against the memory free now, before decoding allocates it
+            check_codec_job(path, header.height, header.width, _features(codecs[key]), decoding=True)
             pixels = decompress_bytes(codecs[key], data)
             rio.write_image(target, pixels, protect=plan.inputs, overwrite=args.overwrite)
             written += 1

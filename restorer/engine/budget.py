@@ -14,7 +14,14 @@ from pathlib import Path
 
 from restorer.errors import RestorerError
 
-__all__ = ["MemoryBudgetError", "available_memory", "check_image_job", "image_job_bytes"]
+__all__ = [
+    "MemoryBudgetError",
+    "available_memory",
+    "check_codec_job",
+    "check_image_job",
+    "codec_job_bytes",
+    "image_job_bytes",
+]
 
 _GIB = 2**30
 
@@ -23,6 +30,15 @@ _GIB = 2**30
 # output canvas, the post-processed copy and the quantised samples on the output side.
 _INPUT_BYTES = 12
 _OUTPUT_BYTES = 10
+
+# S2LIC codes the whole image at once (no tiles), so its peak grows with the pixels and the width N of
+# its transforms' features. Measured (peak resident growth, CPU, 256-512 px squares): ~430 bytes a
+# pixel for N=16 (the tests' tiny model), ~1,400 for s2lic-small (N=64), ~3,000 for the published
+# N=192; encoding and decoding alike. base + per-feature x N covers each with some room; pixels are
+# counted after padding to the latent multiple (64), as the model sees them.
+_CODEC_BASE_BYTES = 200
+_CODEC_FEATURE_BYTES = 20
+_CODEC_MULTIPLE = 64
 
 
 class MemoryBudgetError(RestorerError):
@@ -42,6 +58,16 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _amount(size: float) -> str:
+    """Bytes as GiB, or MiB below one GiB (a lowered budget would otherwise read "0.0 GiB")."""
+    return f"{size / _GIB:.1f} GiB" if size >= _GIB else f"{size / 2**20:.1f} MiB"
+
+
+def _pixels(count: int) -> str:
+    """Megapixels, with two significant digits below 0.1 (a lowered budget would read "0.0")."""
+    return f"{count / 1e6:.1f} megapixels" if count >= 100_000 else f"{count / 1e6:.2g} megapixels"
 
 
 def image_job_bytes(height: int, width: int, scale: float) -> int:
@@ -64,7 +90,46 @@ def check_image_job(path: Path, height: int, width: int, scale: float, available
     out_w, out_h = round(width * scale), round(height * scale)
     raise MemoryBudgetError(
         f"{path}: a {width} x {height} image at x{scale:g} ({out_w} x {out_h} out) needs about "
-        f"{need / _GIB:.1f} GiB and {available / _GIB:.1f} GiB is available; inputs up to about "
-        f"{fits / 1e6:.1f} megapixels fit here (crop or downscale it, or free memory). Tiling (-t) "
+        f"{_amount(need)} and {_amount(available)} is available; inputs up to about "
+        f"{_pixels(fits)} fit here (crop or downscale it, or free memory). Tiling (-t) "
         "bounds the model's working set, not the image and its output."
+    )
+
+
+def codec_job_bytes(height: int, width: int, features: int) -> int:
+    """Peak memory of coding (or decoding) one ``height x width`` image with an S2LIC model whose
+    transforms have ``features`` channels (its ``N``)."""
+    padded_h = -(-height // _CODEC_MULTIPLE) * _CODEC_MULTIPLE
+    padded_w = -(-width // _CODEC_MULTIPLE) * _CODEC_MULTIPLE
+    return padded_h * padded_w * (_CODEC_BASE_BYTES + _CODEC_FEATURE_BYTES * features)
+
+
+def check_codec_job(
+    path: Path,
+    height: int,
+    width: int,
+    features: int,
+    *,
+    decoding: bool = False,
+    available: int | None = None,
+) -> None:
+    """Raise :class:`MemoryBudgetError` when coding (``decoding``: decoding) a ``height x width`` image
+    with an S2LIC model of ``features`` channels cannot fit in the memory available now."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    need = codec_job_bytes(height, width, features)
+    if need <= available:
+        return
+    fits = int(available / (need / max(1, height * width)))
+    if decoding:
+        advice = "decode it where more memory is free"
+        what = f"the file declares a {width} x {height} image, which"
+    else:
+        advice = "crop or downscale it, or free memory"
+        what = f"a {width} x {height} image"
+    raise MemoryBudgetError(
+        f"{path}: {what} needs about {_amount(need)} to {'decode' if decoding else 'compress'} "
+        f"and {_amount(available)} is available; images up to about {_pixels(fits)} "
+        f"fit here ({advice})."
     )
