@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from restorer import io as rio
 from restorer.errors import ImageReadError, ImageWriteError, UsageError
@@ -75,6 +75,7 @@ from restorer.medical_tasks import MEDICAL_TASKS, MODALITY_RANGES, MedicalTask
 
 __all__ = [
     "DICOM_SUFFIXES",
+    "DICOM_TOO_LONG",
     "EVALUATION_WINDOWS",
     "MEDICAL_TASKS",
     "MODALITY_RANGES",
@@ -82,6 +83,7 @@ __all__ = [
     "MedicalVolume",
     "Window",
     "WrittenVolume",
+    "damaged_dicom_header",
     "denormalize",
     "is_medical_path",
     "map_slices",
@@ -420,6 +422,35 @@ def _dcmread(path: Path, header_only: bool = False) -> Dataset:
         ) from exc
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ImageReadError(f"Cannot read DICOM {path}: the file is damaged ({exc})") from exc
+    except MemoryError:
+        raise ImageReadError(DICOM_TOO_LONG.format(path=path)) from None
+
+
+DICOM_TOO_LONG = (
+    "Cannot read DICOM {path}: the file is damaged (an element declares more data than can be held in memory)"
+)
+"""The error for a DICOM whose header holds an absurd element length (garbage after the 'DICM' marker):
+pydicom allocates that length before reading, and under a memory limit that is a ``MemoryError``.
+Caught around the read only, so that a genuine lack of memory elsewhere is not called a damaged file."""
+
+
+def damaged_dicom_header(header: Dataset) -> str | None:
+    """Why a DICOM header that has no image size (``Rows``) is a damaged file, or None when it is a
+    complete object that simply holds no image (a DICOMDIR, a structured report, a presentation state),
+    which a folder run skips.
+
+    A file cut short after its 'DICM' marker or inside its header parses (pydicom reads what is there)
+    to a dataset without a SOP class, the one element every DICOM object has; one cut inside the
+    dataset may keep an image SOP class but lose ``Rows``."""
+    if "Rows" in header or "DirectoryRecordSequence" in header:
+        return None
+    sop_class = header.get("SOPClassUID")
+    if sop_class is None:
+        return "the header is cut short or damaged (no SOP class and no image size)"
+    name = UID(str(sop_class)).name
+    if "Image Storage" in name:
+        return f"the header is cut short or damaged (a {name} object without an image size)"
+    return None
 
 
 def _functional_item(ds: Dataset, frame: int, name: str) -> Dataset | None:
@@ -558,9 +589,15 @@ def _group_series(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
                 continue
             if path.suffix.lower() not in DICOM_SUFFIXES and not _has_dicom_marker(path):
                 continue  # README, images, anything else that is plainly not DICOM
+            problem = rio.regular_file_problem(path)  # a .dcm FIFO would block dcmread
+            if problem is not None:
+                raise ImageReadError(f"Cannot read DICOM {path}: {problem}")
             header = _dcmread(path, header_only=True)
-            if "Rows" not in header:  # DICOMDIR, structured reports, presentation states
-                continue
+            if "Rows" not in header:
+                problem = damaged_dicom_header(header)
+                if problem is not None:
+                    raise ImageReadError(f"Cannot read DICOM {path}: {problem}")
+                continue  # DICOMDIR, structured reports, presentation states
             uid = str(header.get("SeriesInstanceUID", f"no-uid:{path.parent}"))
             series.setdefault(uid, []).append((path, header))
     return series
@@ -861,6 +898,10 @@ def read_volume(
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"No such file or folder: {path}")
+    if not path.is_dir():
+        problem = rio.regular_file_problem(path)  # a FIFO blocks the readers, a device never ends
+        if problem is not None:
+            raise ImageReadError(f"Cannot read {path}: {problem}")
     if path.is_dir():
         series = _group_series(path)
         if not series:

@@ -5,9 +5,12 @@ the headers before the voxels are read; in a batch each is reported at the end a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import re
+import signal
 import warnings
 
 import nibabel as nib
@@ -339,3 +342,88 @@ def test_max_voxels_is_refused_for_image_tasks_and_its_help_states_the_default(t
     with pytest.raises(SystemExit):
         main(["infer", "--help"])
     assert str(medical_checks.MAX_VOLUME_VOXELS) in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files a medical run must refuse without hanging or losing the batch: FIFOs and devices, DICOM headers
+# cut short after 'DICM', element lengths of gigabytes
+# ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    """Fail instead of hanging for good when something opens a FIFO (SIGALRM interrupts the open)."""
+
+    def hung(*_):
+        raise TimeoutError(f"still running after {seconds} s: a FIFO was opened?")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_plan_reports_special_files_cut_headers_and_huge_elements(
+    tmp_path, make_dicom_series, make_nifti, monkeypatch
+):
+    from pydicom.uid import BasicTextSRStorage
+
+    from restorer.engine.medical_runner import plan_medical_jobs
+
+    folder = tmp_path / "in"
+    make_dicom_series(folder / "series", "CT", slices=2, rows=8, cols=8)
+    make_nifti(folder / "good.nii", shape=(8, 8, 1))
+    whole = (folder / "series" / "slice0.dcm").read_bytes()
+    for cut in (132, 200, 300):  # right after 'DICM', inside the file meta, inside the dataset
+        (folder / f"cut{cut}").mkdir()
+        (folder / f"cut{cut}" / "slice.dcm").write_bytes(whole[:cut])
+    report = dicom_dataset(BasicTextSRStorage, "SR", RAW)  # a complete object that holds no image
+    for keyword in ("Rows", "Columns", "PixelData"):
+        delattr(report, keyword)
+    (folder / "report").mkdir()
+    _save(report, folder / "report" / "sr.dcm")
+    (folder / "huge.dcm").write_bytes(bytes(128) + b"DICM" + bytes(64))
+    os.mkfifo(folder / "pipe.dcm")
+    os.mkfifo(folder / "pipe.nii")
+    os.mkfifo(folder / "pipe.bin")  # nothing we would read by its name: skipped, never opened
+    (folder / "zero.nii.gz").symlink_to("/dev/zero")
+    read = pydicom.dcmread
+
+    def dcmread(path, *args, **kwargs):  # what pydicom does under a memory limit on a huge element
+        if str(path).endswith("huge.dcm"):
+            raise MemoryError
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
+    with _deadline(60):
+        plan = plan_medical_jobs([folder], tmp_path / "out")
+    failed = {path.relative_to(folder).as_posix(): message for path, message in plan.failed}
+    assert sorted(failed) == [
+        "cut132/slice.dcm",
+        "cut200/slice.dcm",
+        "cut300/slice.dcm",
+        "huge.dcm",
+        "pipe.dcm",
+        "pipe.nii",
+        "zero.nii.gz",
+    ]
+    assert all("cut short or damaged" in failed[f"cut{cut}/slice.dcm"] for cut in (132, 200, 300))
+    assert "an element declares more data than can be held in memory" in failed["huge.dcm"]
+    assert failed["pipe.nii"].endswith("it is a FIFO, not a regular file")
+    assert failed["zero.nii.gz"].endswith("it is a device, not a regular file")
+    assert sorted(p.name for p in plan.skipped) == ["pipe.bin", "sr.dcm"]
+    assert sorted((job.kind, job.source.name) for job in plan.jobs) == [
+        ("dicom_series", "series"),
+        ("nifti", "good.nii"),
+    ]
+    # the readers refuse them too (the web app and the library call these directly)
+    with _deadline(60):
+        with pytest.raises(ImageReadError, match="it is a FIFO, not a regular file"):
+            medical.read_volume(folder / "pipe.nii")
+        with pytest.raises(ImageReadError, match="more data than can be held in memory"):
+            medical.read_volume(folder / "huge.dcm")
+        with pytest.raises(ImageReadError, match="cut short or damaged"):
+            medical.read_volume(folder / "cut300")

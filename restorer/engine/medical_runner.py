@@ -96,6 +96,8 @@ def _series_header(path: Path) -> pydicom.Dataset:
         raise ImageReadError(f"Cannot read DICOM {path}: not a DICOM file") from exc
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ImageReadError(f"Cannot read DICOM {path}: the file is damaged ({exc})") from exc
+    except MemoryError:  # a huge element length (garbage after 'DICM'): this file fails, not the batch
+        raise ImageReadError(medical.DICOM_TOO_LONG.format(path=path)) from None
 
 
 def plan_medical_jobs(
@@ -116,6 +118,21 @@ def plan_medical_jobs(
     seen: set[Path] = set()
 
     def classify(path: Path, target_dir: Path, series: dict[str, list[tuple[Path, pydicom.Dataset]]] | None):
+        # Before anything opens it (a FIFO blocks pydicom and nibabel for good, /dev/zero never ends) or
+        # resolves it (a link loop raises): a file we would read that is not a regular file fails here.
+        problem = rio.regular_file_problem(path)
+        if problem is not None:
+            wanted = (
+                series is None  # named on the command line
+                or _is_nifti(path)
+                or rio.is_image_file(path)
+                or path.suffix.lower() in medical.DICOM_SUFFIXES
+            )
+            if wanted:
+                plan.failed.append((path, f"Cannot read {path}: {problem}"))
+            else:
+                plan.skipped.append(path)
+            return
         key = path.resolve()
         if key in seen:
             return
@@ -134,8 +151,12 @@ def plan_medical_jobs(
             except RestorerError as exc:
                 plan.failed.append((path, str(exc)))
                 return
-            if "Rows" not in header:  # DICOMDIR, structured reports, presentation states
-                plan.skipped.append(path)
+            if "Rows" not in header:
+                problem = medical.damaged_dicom_header(header)
+                if problem is not None:  # cut short after 'DICM': a damaged file, not a non-image one
+                    plan.failed.append((path, f"Cannot read DICOM {path}: {problem}"))
+                else:  # DICOMDIR, structured reports, presentation states
+                    plan.skipped.append(path)
                 return
             uid = str(header.get("SeriesInstanceUID", f"no-uid:{path.parent}"))
             series.setdefault(uid, []).append((path, header))
