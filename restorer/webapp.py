@@ -25,7 +25,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from restorer.codec.api import (
     measure_rd,
     resolve_codec_entry,
 )
+from restorer.engine.budget import check_codec_job, check_image_job
 from restorer.engine.runner import (
     PRECISIONS,
     Restorer,
@@ -351,6 +351,9 @@ class _TileBar:
 def run_image_job(job: Job, progress: gr.Progress | None = None) -> Outcome:
     """``image`` tasks: restore with the task's model, show bicubic-upscaled input vs output."""
     entry = tasks.resolve(job.spec.name, job.model or None, weights_available=rw.is_available)
+    # The pixel limit alone does not bound the memory (raised with --max-pixels, at x4): refused with
+    # a message before a model is loaded or run, rather than a MemoryError half-way through.
+    check_image_job(Path(job.name), job.image.height, job.image.width, entry.scale)
     if progress is not None:
         progress(0, desc=f"Loading {entry.display_name} x{entry.scale}")
     restorer = job.models.get(entry, job.device, job.precision)
@@ -412,6 +415,8 @@ def run_codec_job(job: Job, progress: gr.Progress | None = None) -> Outcome:
         progress(0, desc=f"Loading {entry.display_name}")
     codec = job.models.get_codec(entry, job.device)
     image = job.image
+    # coding and decoding need the same peak; refused before either runs (see run_image_job)
+    check_codec_job(Path(job.name), image.height, image.width, int(getattr(codec.model, "N", 192)))
     if progress is not None:
         progress(0.2, desc="Encoding")
     started = time.perf_counter()
@@ -635,20 +640,19 @@ class WebDemo:
 
 
 def _header_size(path: Path) -> tuple[int, int] | str | None:
-    """(width, height) from the file header without decoding pixels; ``"bomb"`` when Pillow refuses
-    the size outright; None when Pillow cannot tell (read_image then explains what is wrong).
+    """(width, height) from the file header without decoding pixels; ``"bomb"`` above the size Pillow
+    refuses outright; None when the header cannot tell (read_image then explains what is wrong).
 
-    Checked before decoding so an oversize upload is refused without allocating it.
+    Checked before decoding so an oversize upload is refused without allocating it. ``probe_size``
+    reads a WebP's size from its RIFF chunks: Pillow's own WebP open already allocates the canvas.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                return image.size
-    except Image.DecompressionBombError:
-        return "bomb"
-    except Exception:  # unreadable: read_image explains why
+    size = rio.probe_size(path)
+    if size is None:
         return None
+    height, width = size
+    if Image.MAX_IMAGE_PIXELS and width * height > 2 * Image.MAX_IMAGE_PIXELS:  # Pillow's bomb error
+        return "bomb"
+    return width, height
 
 
 # ----------------------------------------------------------------------------------------------------

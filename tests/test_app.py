@@ -337,6 +337,39 @@ def test_oversize_is_refused_from_the_header_before_decoding(tiny_zoo, tmp_path)
         demo.run(str(png_header_only(tmp_path / "bomb.png", 40000, 40000)), "sr_x2", "tiny-hat")
 
 
+def test_an_upload_that_cannot_fit_in_memory_is_refused_before_a_model_runs(tiny_zoo, monkeypatch):
+    from restorer.engine import budget
+
+    demo = webapp.WebDemo()
+    # FACE is 96 x 96: within the pixel limit, but x2 needs ~1.3 MB and only 64 kB are "available"
+    monkeypatch.setattr(budget, "available_memory", lambda: 64 << 10)
+    with pytest.raises(gr.Error, match="astronaut_face: a 96 x 96 image at x2 .* needs about"):
+        demo.run(str(FACE), "sr_x2", "tiny-hat")
+    assert len(demo.models) == 0  # refused before any model was loaded
+
+
+def test_a_webp_bomb_is_refused_from_its_riff_header(tiny_zoo, tmp_path, monkeypatch):
+    """Pillow's WebP open allocates the declared canvas: the size must come from the header instead."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, "WEBP", lossless=True)
+    data = bytearray(buffer.getvalue())
+    data[21:25] = ((int.from_bytes(data[21:25], "little") & ~0xFFFFFFF) | 16382 | (16382 << 14)).to_bytes(
+        4, "little"
+    )  # VP8L: 16383 x 16383
+    (tmp_path / "bomb.webp").write_bytes(bytes(data))
+
+    def no_pillow(*args, **kwargs):
+        raise AssertionError("Pillow opened the WebP bomb")
+
+    monkeypatch.setattr(Image, "open", no_pillow)
+    with pytest.raises(gr.Error, match="bomb.webp declares more than .* decompression bomb"):
+        webapp.WebDemo().run(str(tmp_path / "bomb.webp"), "sr_x2", "tiny-hat")
+
+
 def test_no_upload_and_bad_tile_size_are_explained(tiny_zoo):
     demo = webapp.WebDemo()
     with pytest.raises(gr.Error, match="No image"):
