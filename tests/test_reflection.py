@@ -249,6 +249,21 @@ def test_pixel_loss_is_mse_plus_gradient_l1():
     torch.testing.assert_close(ReflectionPixelLoss()(pred, target), expected)
 
 
+def test_per_image_psnr_loss_is_minus_the_mean_psnr_and_weighs_each_image_alike():
+    loss = rf.PerImagePSNRLoss(eps=1e-12)
+    target = torch.full((2, 3, 8, 8), 0.5)
+    pred = target.clone()
+    pred[0] += 0.1  # MSE 1e-2: 20 dB
+    pred[1] += 0.001  # MSE 1e-6: 60 dB
+    assert loss(pred, target).item() == pytest.approx(-(20 + 60) / 2 / 10, abs=1e-4)
+    pred.requires_grad_(True)
+    loss(pred, target).backward()
+    # a batch-mean MSE would push the 20 dB image 100x harder; here the nearly clean one is pushed harder
+    assert pred.grad[1].abs().mean() > pred.grad[0].abs().mean()
+    exact = rf.PerImagePSNRLoss()(target, target)  # the default eps bounds an exact pair (about 54 dB)
+    assert torch.isfinite(exact) and exact.item() == pytest.approx(-5.41, abs=0.01)
+
+
 def test_vgg_loss():
     torch.manual_seed(0)
     loss = ReflectionVGGLoss(vgg_weights="random")

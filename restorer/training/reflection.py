@@ -55,6 +55,7 @@ from restorer.training.reflection_synthesis import (  # noqa: E402
 
 __all__ = [
     "DiscriminatorVGG",
+    "PerImagePSNRLoss",
     "ReflectionPixelLoss",
     "ReflectionVGGLoss",
     "RRFormerModel",
@@ -316,6 +317,28 @@ class ReflectionPixelLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         loss = self.mse_weight * F.mse_loss(pred, target) + self.gradient_weight * gradient_l1(pred, target)
         return self.loss_weight * loss
+
+
+@LOSS_REGISTRY.register()
+class PerImagePSNRLoss(nn.Module):
+    """``loss_weight * mean_i log10(MSE_i + eps)``: minus each image's PSNR / 10, averaged over the batch.
+
+    A batch-mean pixel loss is ruled by the pairs with strong reflections (their errors are largest), so a
+    model learns to remove an average reflection and spoils the weak ones; the benchmark averages PSNR per
+    image, where a small change to a nearly clean photo costs as many dB as a large one to a strong blend.
+    This loss weighs every image as that average does. ``eps`` (default a quarter of a squared 8-bit
+    level, about 54 dB) bounds the gradient of a pair that is already exact (a pair with no reflection).
+    ``pred`` / ``target``: ``(B, C, H, W)``.
+    """
+
+    def __init__(self, loss_weight: float = 1.0, eps: float = (0.5 / 255) ** 2) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+        self.eps = eps
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        mse = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        return self.loss_weight * torch.log10(mse + self.eps).mean()
 
 
 #: ERRNet's VGG loss layers and weights: relu1_1 .. relu5_1, ``[1/2.6, 1/4.8, 1/3.7, 1/5.6, 10/1.5]``.
