@@ -865,7 +865,7 @@ def _encode_tiff(samples: np.ndarray, has_alpha: bool, icc_profile: bytes | None
     tifffile.imwrite(
         buffer,
         samples[:, :, 0] if channels == 1 else samples,
-        photometric="minisblack" if channels == 1 else "rgb",
+        photometric="minisblack" if channels in (1, 2) else "rgb",
         planarconfig=None if channels == 1 else "contig",
         extrasamples=["unassalpha"] if has_alpha else None,
         compression="zlib",
@@ -873,6 +873,32 @@ def _encode_tiff(samples: np.ndarray, has_alpha: bool, icc_profile: bytes | None
         iccprofile=icc_profile or None,
     )
     return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_gray_alpha(samples: np.ndarray) -> bytes:
+    """A PNG of colour type 4 (gray + alpha) from ``H x W x 2`` uint8 or uint16 samples.
+
+    Neither encoder at hand writes it: OpenCV encodes 1, 3 or 4 channels only, and Pillow's ``LA`` is
+    8-bit. Every row uses the Up filter (each byte minus the one above; PNG's filters work on bytes,
+    so 16-bit samples need nothing special), computed for the whole image at once."""
+    height, width = samples.shape[:2]
+    depth = 16 if samples.dtype == np.uint16 else 8
+    rows = np.ascontiguousarray(samples, dtype=">u2" if depth == 16 else np.uint8).reshape(height, -1)
+    raw = rows.view(np.uint8)
+    filtered = raw.copy()
+    filtered[1:] -= raw[:-1]  # uint8 arithmetic wraps modulo 256, as the filter is defined
+    lines = np.concatenate([np.full((height, 1), 2, np.uint8), filtered], axis=1)  # 2: the Up filter
+    header = struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(lines.tobytes(), PNG_COMPRESSION))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _encode(
@@ -898,16 +924,22 @@ def _encode(
         samples = _quantize(pixels, dtype)
         alpha_samples = None if alpha is None else _quantize(alpha, dtype)
     if alpha_samples is not None:
-        # No encoder we use writes gray + alpha in a form both decoders read back (OpenCV cannot encode
-        # 2 channels, and reads 2-channel TIFFs without their alpha), so store it as RGBA.
-        samples = np.concatenate([to_rgb(samples), alpha_samples[:, :, None]], axis=2)
+        # Gray + alpha stays two channels where the format has them (PNG colour type 4, a TIFF with one
+        # extra sample): written as RGBA it would triple the gray data and read back as colour. WebP
+        # has no gray at all, so RGBA there.
+        colour = samples if samples.shape[2] == 3 or ext in ("png", "tif") else to_rgb(samples)
+        samples = np.concatenate([colour, alpha_samples[:, :, None]], axis=2)
 
-    if icc_profile and not _profile_fits(icc_profile, gray=samples.shape[2] == 1):
+    gray = samples.shape[2] in (1, 2)
+    if icc_profile and not _profile_fits(icc_profile, gray=gray):
         icc_profile = None  # e.g. an RGB profile on a gray output: wrong, so better none
     if ext == "tif":
         return _encode_tiff(samples, has_alpha=alpha_samples is not None, icc_profile=icc_profile)
 
     channels = samples.shape[2]
+    if channels == 2:  # only PNG gets here (see above); OpenCV cannot encode two channels
+        encoded_png = _png_gray_alpha(samples)
+        return _png_with_icc(encoded_png, icc_profile) if icc_profile else encoded_png
     if channels == 3:
         samples = samples[:, :, ::-1]  # OpenCV wants BGR
     elif channels == 4:
@@ -1111,7 +1143,8 @@ def write_image(
         pixels: ``H x W x 3`` RGB or ``H x W x 1`` / ``H x W`` gray; values are clipped to ``[0, 1]``
             and rounded to the nearest integer level.
         alpha: optional ``H x W`` (or ``H x W x 1``) plane in ``[0, 1]``. Kept for png, webp and tif;
-            dropped for jpg and bmp. Gray + alpha is stored as RGBA.
+            dropped for jpg and bmp. Gray + alpha stays gray + alpha in png and tif; webp, which has
+            no gray, stores it as RGBA.
         bit_depth: 8, 16 or 32 (float samples). 32 is kept for tif and becomes 16 for png; 16 is kept
             for png and tif; jpg, webp and bmp are always 8-bit.
         quality: 1..100, used by jpg and webp.

@@ -284,12 +284,39 @@ def test_gray_alpha_png(tmp_path):
     np.testing.assert_array_equal(as_levels(loaded.alpha, 8), alpha)
 
 
-def test_gray_with_alpha_is_written_as_rgba(tmp_path):
+@pytest.mark.parametrize(("suffix", "depth"), [("png", 8), ("png", 16), ("tif", 8), ("tif", 16), ("tif", 32)])
+def test_gray_with_alpha_stays_gray_with_alpha(tmp_path, suffix, depth):
+    """Issue 21: gray + alpha was written as RGBA (three equal channels, read back as colour)."""
+    gray = RNG.random((5, 6, 1), dtype=np.float32)
+    alpha = RNG.random((5, 6), dtype=np.float32)
+    written = rio.write_image(
+        tmp_path / f"la.{suffix}", gray, alpha, bit_depth=depth, icc_profile=_icc("gray")
+    )
+    if suffix == "png":
+        assert written.read_bytes()[25] == 4  # IHDR colour type 4: gray + alpha
+        assert written.read_bytes()[24] == depth
+    else:
+        with tifffile.TiffFile(written) as tif:
+            page = tif.pages[0]
+            assert page.samplesperpixel == 2 and page.photometric == tifffile.PHOTOMETRIC.MINISBLACK
+            assert page.extrasamples == (tifffile.EXTRASAMPLE.UNASSALPHA,)
+    loaded = rio.read_image(written)
+    assert loaded.pixels.shape == (5, 6, 1) and loaded.has_alpha and loaded.bit_depth == depth
+    assert loaded.icc_profile == _icc("gray")  # a gray profile now fits the output
+    if depth == 32:
+        np.testing.assert_array_equal(loaded.pixels, gray)
+        np.testing.assert_array_equal(loaded.alpha, alpha)
+    else:
+        np.testing.assert_array_equal(as_levels(loaded.pixels, depth), as_levels(gray, depth))
+        np.testing.assert_array_equal(as_levels(loaded.alpha, depth), as_levels(alpha, depth))
+
+
+def test_gray_with_alpha_in_webp_is_rgba(tmp_path):
+    """WebP has no gray: gray + alpha goes in as three equal channels plus alpha."""
     gray, alpha = random_u8(5, 6, 1), random_u8(5, 6)
-    rio.write_image(tmp_path / "la.png", gray / 255, alpha=alpha / 255)
-    loaded = rio.read_image(tmp_path / "la.png")
+    rio.write_image(tmp_path / "la.webp", gray / 255, alpha=alpha / 255, quality=100)
+    loaded = rio.read_image(tmp_path / "la.webp")
     assert loaded.pixels.shape == (5, 6, 3) and loaded.has_alpha
-    np.testing.assert_array_equal(as_levels(loaded.pixels, 8), np.repeat(gray, 3, axis=2))
     np.testing.assert_array_equal(as_levels(loaded.alpha, 8), alpha)
 
 

@@ -625,8 +625,7 @@ def _odd_valid() -> dict[str, tuple[Callable[[], bytes], dict]]:
     turned = [2 * w, 2 * h]
 
     def props(channels=3, alpha=False, depth=8, upright=size):
-        if channels == 1 and alpha:  # io.write_image stores gray + alpha as RGBA: three equal channels
-            return {"size": upright, "gray": True, "alpha": True, "bit_depth": depth}
+        # gray + alpha stays two channels in PNG and TIFF (all these gray + alpha inputs): one gray channel
         return {"size": upright, "channels": channels, "alpha": alpha, "bit_depth": depth}
 
     def palette(transparent: bool) -> bytes:
