@@ -413,7 +413,7 @@ def check_environment(ctx: Context) -> dict[str, Any]:
         )
     from restorer.archs import register_all
 
-    register_all()  # every architecture imports (basicsr too)
+    register_all()  # every architecture imports
     if ctx.cuda and not torch.cuda.is_available():
         raise CheckFailed("--device cuda, but torch.cuda.is_available() is False", details)
     return details

@@ -182,9 +182,9 @@ def test_output_shapes(scale):
 
 
 def test_build_network_registry_and_options():
-    from basicsr.utils.registry import ARCH_REGISTRY
+    from restorer.archs import registry
 
-    assert ARCH_REGISTRY.get("DRCT") is DRCT
+    assert registry.get("DRCT") is DRCT
     model = build_network(tiny_cfg())
     # the unused official keys are accepted, the head rule and mlp ratios are the official ones
     blocks = [getattr(model.layers[0], f"swin{k}") for k in range(1, 6)]

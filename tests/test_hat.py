@@ -271,9 +271,9 @@ def test_absolute_position_embedding():
 def test_build_network_and_registry():
     model = build_network(tiny_cfg())
     assert isinstance(model, HAT)
-    from basicsr.utils.registry import ARCH_REGISTRY
+    from restorer.archs import registry
 
-    assert ARCH_REGISTRY.get("HAT") is HAT
+    assert registry.get("HAT") is HAT
     with pytest.raises(ValueError):
         build_network(tiny_cfg(upsampler=""))
 

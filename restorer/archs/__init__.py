@@ -1,8 +1,11 @@
-"""Architectures, registered in BasicSR's ``ARCH_REGISTRY`` under their official type names.
+"""Architectures, registered in restorer's own registry (:mod:`restorer.archs.registry`) under their
+official type names.
 
 ``build_network({'type': 'HAT', **network_g})`` builds a model from an official option file's
-``network_g`` mapping unchanged. Registration happens on first use (importing
-``restorer.archs.layers`` alone stays light: no basicsr import).
+``network_g`` mapping unchanged. Registration happens on first use (importing ``restorer.archs`` or
+``restorer.archs.layers`` alone stays light), and never imports basicsr: inference does not need
+BasicSR's training stack. Training copies these entries into BasicSR's ``ARCH_REGISTRY`` when it
+starts (:mod:`restorer.training.archs`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import importlib
 from typing import Any
 
 from torch import nn
+
+from restorer.archs.registry import ARCHS, ArchRegistry
 
 # Modules whose import registers architectures. Each later model adds its file here.
 ARCH_MODULES = (
@@ -25,16 +30,14 @@ ARCH_MODULES = (
 )
 
 
-def register_all():
-    """Import every architecture module (registering it) and return BasicSR's ``ARCH_REGISTRY``."""
-    from restorer._compat import ensure_basicsr_importable
+def register_all() -> ArchRegistry:
+    """Import every architecture module (registering it) and return restorer's registry.
 
-    ensure_basicsr_importable()
-    from basicsr.utils.registry import ARCH_REGISTRY
-
+    None of them imports basicsr or compressai at module level (S2LIC imports compressai when it is
+    built), so this stays cheap enough to run before every build."""
     for name in ARCH_MODULES:
         importlib.import_module(f"{__name__}.{name}")
-    return ARCH_REGISTRY
+    return ARCHS
 
 
 def build_network(opt: dict[str, Any]) -> nn.Module:

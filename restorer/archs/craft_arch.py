@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restorer._compat import ensure_basicsr_importable
 from restorer.archs.layers import (
     ChannelLayerNorm,
     Mlp,
@@ -55,10 +54,7 @@ from restorer.archs.layers import (
     relative_position_index,
     window_partition,
 )
-
-ensure_basicsr_importable()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
+from restorer.archs.registry import register
 
 __all__ = ["CRAFT", "PAD_MODES"]
 
@@ -565,7 +561,7 @@ class RCRFG(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-@ARCH_REGISTRY.register()
+@register
 class CRAFT(nn.Module):
     """Cross-Refinement Adaptive Feature modulation Transformer (lightweight SR, x2 / x3 / x4).
 

@@ -41,13 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restorer._compat import ensure_basicsr_importable
 from restorer.archs.layers import ChannelLayerNorm, Upsample, UpsampleOneStep
+from restorer.archs.registry import register
 from restorer.ops import idynamic_dwconv
-
-ensure_basicsr_importable()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
 __all__ = ["DLGSANet", "tlc_window_starts"]
 
@@ -522,7 +518,7 @@ class BuildBlock(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-@ARCH_REGISTRY.register()
+@register
 class DLGSANet(nn.Module):
     """DLGSANet (Light 48C4G3B, Tiny 48C3G3B, classic 90C6G4B, ...): see the module docstring.
 

@@ -53,7 +53,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
-from restorer._compat import ensure_basicsr_importable
 from restorer.archs.layers import (
     DropPath,
     Mlp,
@@ -70,10 +69,7 @@ from restorer.archs.layers import (
     shifted_window_mask,
     shifted_window_region_masks,
 )
-
-ensure_basicsr_importable()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
+from restorer.archs.registry import register
 
 __all__ = ["DRCT", "PAD_MODES"]
 
@@ -241,7 +237,7 @@ class RDG(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-@ARCH_REGISTRY.register()
+@register
 class DRCT(nn.Module):
     """Dense-residual-connected Transformer (DRCT / DRCT-L / Real-DRCT-GAN).
 

@@ -35,7 +35,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
-from restorer._compat import ensure_basicsr_importable
 from restorer.archs.layers import (
     DropPath,
     Mlp,
@@ -53,10 +52,7 @@ from restorer.archs.layers import (
     relative_position_index_overlap,
     shifted_window_region_masks,
 )
-
-ensure_basicsr_importable()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
+from restorer.archs.registry import register
 
 __all__ = ["HAT"]
 
@@ -406,7 +402,7 @@ def _residual_conv(dim: int, resi_connection: str) -> nn.Module:
 # ------------------------------------------------------------------------------------------------
 
 
-@ARCH_REGISTRY.register()
+@register
 class HAT(nn.Module):
     """Hybrid Attention Transformer (HAT-S / HAT / HAT-L / Real-HAT-GAN).
 

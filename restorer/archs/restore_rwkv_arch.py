@@ -53,13 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restorer._compat import ensure_basicsr_importable
 from restorer.archs.layers import crop_to, pad_to_multiple
+from restorer.archs.registry import register
 from restorer.ops.wkv import bi_wkv_channels_first
-
-ensure_basicsr_importable()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -302,7 +298,7 @@ def _blocks(n: int, width: int, legacy_dwconv: bool) -> nn.Sequential:
 # ------------------------------------------------------------------------------------------------
 
 
-@ARCH_REGISTRY.register()
+@register
 class Restore_RWKV(nn.Module):  # noqa: N801 (official name)
     """The Restore-RWKV U-Net (see the module docstring). Official argument names and defaults.
 

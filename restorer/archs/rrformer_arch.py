@@ -88,7 +88,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
-from restorer._compat import ensure_basicsr_importable
 from restorer.archs.drct_arch import SwinTransformerBlock, _Context
 from restorer.archs.layers import (
     PatchEmbed,
@@ -100,12 +99,9 @@ from restorer.archs.layers import (
     pad_to_multiple,
     shifted_window_region_masks,
 )
+from restorer.archs.registry import register
 from restorer.errors import CheckpointError, WeightsNotFoundError
 from restorer.weights import AUXILIARY_WEIGHTS, find_auxiliary
-
-ensure_basicsr_importable()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
 __all__ = [
     "HYPERCOLUMN_LAYERS",
@@ -615,7 +611,7 @@ class PyramidPooling(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-@ARCH_REGISTRY.register()
+@register
 class RRFormer(nn.Module):
     """RRFormer (the public ``DRNet`` with its VGG19 hypercolumn and a working Swin block).
 

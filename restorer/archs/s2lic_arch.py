@@ -55,7 +55,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restorer._compat import ensure_basicsr_importable
 from restorer.archs.layers import (
     DropPath,
     Mlp,
@@ -69,10 +68,7 @@ from restorer.archs.layers import (
     shifted_window_region_masks,
     to_2tuple,
 )
-
-ensure_basicsr_importable()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
+from restorer.archs.registry import register
 
 __all__ = [
     "ACCTX",
@@ -890,7 +886,7 @@ class _SymbolSource:
 # ------------------------------------------------------------------------------------------------
 
 
-@ARCH_REGISTRY.register()
+@register
 class S2LIC(nn.Module):
     """S2LIC learned image codec (see the module docstring for what is official and what is inferred).
 

@@ -18,8 +18,8 @@ _REGISTERING_MODULES = (
 
 def register_all() -> None:
     """Register architectures, datasets and model classes in BasicSR's registries (idempotent)."""
-    from restorer.archs import register_all as register_archs
+    from restorer.training.archs import register_in_basicsr
 
-    register_archs()
+    register_in_basicsr()
     for name in _REGISTERING_MODULES:
         importlib.import_module(name)

@@ -30,7 +30,12 @@ from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils import get_root_logger  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
+from restorer.training.archs import register_in_basicsr  # noqa: E402
 from restorer.training.speed import SpeedOptions  # noqa: E402
+
+# SRModel builds network_g through BasicSR's ARCH_REGISTRY: every training model module imports this
+# one, so restorer's architectures are copied there as soon as training code is loaded.
+register_in_basicsr()
 
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
