@@ -73,7 +73,8 @@ TASKS: dict[str, TaskSpec] = {
             "image",
             4,
             "Real-world super-resolution x4 (noise, blur, JPEG; GAN-trained)",
-            ("real-hat-gan", "real-hat-gan-sharper", "real-drct-gan"),
+            # The CPU recipe last: trained here (not shipped), used only when no official weights are present.
+            ("real-hat-gan", "real-hat-gan-sharper", "real-drct-gan", "craft-real-cpu"),
         ),
         TaskSpec(
             "denoise",

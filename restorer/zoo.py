@@ -350,7 +350,7 @@ for _s in (2, 3, 4):
 # ----------------------------------------------------------------------------------------------
 BUNDLED_SHA256 = {
     2: "e92eae29cdfcde48a79addf36b938e89fb9e6fa7eba749d71a0a0543c0368cca",
-    3: "968b3cd00b52ec6c8c0e9f33c9e9bf7ae4a937dfd4471c7d96a5a37b88143641",
+    3: "fb32f042661e8c3e7a7c6efdd4e03590ff1768fa152cbaa3eb8e3b79cd17219b",
     4: "15b58ba29dfa1e0cd0bf525c7e92a12fde6de2b407d7590d17137ad09033918a",
 }
 BUNDLED_FILES = {
@@ -361,7 +361,8 @@ BUNDLED_FILES = {
 BUNDLED_RECIPES = {
     2: "options/train/bundled_CRAFT_SRx2_cpu.yml, then bundled_CRAFT_SRx2_corpus.yml and "
     "bundled_CRAFT_SRx2_corpus_stage3.yml",
-    3: "options/train/bundled_CRAFT_SRx3_cpu.yml, then bundled_CRAFT_SRx3_corpus.yml",
+    3: "options/train/bundled_CRAFT_SRx3_cpu.yml, then bundled_CRAFT_SRx3_corpus.yml and "
+    "bundled_CRAFT_SRx3_corpus_stage2.yml",
     4: "options/train/bundled_CRAFT_SRx4_cpu.yml, then bundled_CRAFT_SRx4_corpus.yml",
 }
 for _s in (2, 3, 4):
@@ -381,6 +382,31 @@ for _s in (2, 3, 4):
             license="Apache-2.0 (this project)",
         )
     )
+
+# A CPU recipe for real_sr_x4, not shipped: the x4 file above fine-tuned on Real-ESRGAN's second-order
+# degradation of the photo corpus, PSNR-oriented (L1 only): options/train/bundled_CRAFT_real_SRx4_corpus.yml.
+# Its PSNR / SSIM beat bicubic and the sr_x4 default by a hair, but it smooths real photos more than
+# bicubic does (weights/README.md: numbers and the before/after grid). A user who trains and exports it
+# (python weights/make_bundled.py) gets it through the router when no official real-world weights are present.
+REAL_SR_BUNDLED_FILE = "restorer_CRAFT_real_SRx4_corpus.safetensors"
+REAL_SR_BUNDLED_SHA256 = None  # not shipped: weights/README.md says why
+_ENTRIES.append(
+    replace(
+        _entry_in(_ENTRIES, "craft", 4),
+        model="craft-real-cpu",
+        display_name="CRAFT (real-world x4, CPU recipe)",
+        weight_file=REAL_SR_BUNDLED_FILE,
+        param_key="params_ema",
+        published="not shipped (it smooths real photos more than bicubic: weights/README.md); train with "
+        "options/train/bundled_CRAFT_real_SRx4_corpus.yml from the bundled x4 file",
+        url=None,
+        sha256=REAL_SR_BUNDLED_SHA256,
+        notes="CPU recipe on the photo corpus with Real-ESRGAN's degradation (blur, resize, noise, JPEG, "
+        "twice), L1 only: it removes noise and JPEG blocks, and detail with them",
+        license="Apache-2.0 (this project)",
+        tasks=("real_sr_x4",),
+    )
+)
 
 # ----------------------------------------------------------------------------------------------
 # DLGSANet (Li et al., "DLGSANet: Lightweight Dynamic Local and Global Self-Attention Networks for

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, required=True, help="the real-world x4 model to show")
     parser.add_argument("--model", default="craft-bundled", help="zoo model the --weights file loads into")
-    parser.add_argument("--label", default="real_sr_x4 default", help="its column's title")
+    parser.add_argument("--label", default="real_sr_x4 CPU recipe", help="its column's title")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "weights" / "real_sr_x4_grid.png")
     args = parser.parse_args(argv)
 
