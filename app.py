@@ -41,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     # its server, so the process ends normally and its result folder is removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from restorer._compat import require_extra
+    from restorer.errors import MissingExtraError
+
+    try:
+        require_extra("gradio", "web", "The web demo")
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     from restorer import webapp
 
     app = webapp.build_app(max_pixels=args.max_pixels or webapp.DEFAULT_MAX_PIXELS)

@@ -112,9 +112,9 @@ def bicubic_lr(hr_u8: np.ndarray, scale: int) -> np.ndarray:
     works on [0, 1] floats; the result is clipped and rounded to the nearest 8-bit level, the way
     the published LR sets and our training LR (``restorer.training.data``) are made.
     """
-    from restorer._compat import ensure_basicsr_importable
+    from restorer._compat import require_extra
 
-    ensure_basicsr_importable()
+    require_extra("basicsr", "bench", "BasicSR's MATLAB bicubic imresize")
     from basicsr.utils.matlab_functions import imresize
 
     lr = imresize(hr_u8.astype(np.float64) / 255.0, 1.0 / scale, antialiasing=True)
@@ -123,9 +123,9 @@ def bicubic_lr(hr_u8: np.ndarray, scale: int) -> np.ndarray:
 
 def bicubic_upscale(lr_u8: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB ``imresize(lr, scale, 'bicubic')`` of a uint8 image, as uint8: the bicubic baseline."""
-    from restorer._compat import ensure_basicsr_importable
+    from restorer._compat import require_extra
 
-    ensure_basicsr_importable()
+    require_extra("basicsr", "bench", "BasicSR's MATLAB bicubic imresize")
     from basicsr.utils.matlab_functions import imresize
 
     up = imresize(lr_u8.astype(np.float64) / 255.0, float(scale))
@@ -751,7 +751,10 @@ def available_baselines(names: Iterable[str], on_message: Callable[[str], None])
     for name in names:
         baseline = BASELINES[name]
         if baseline.needs and importlib.util.find_spec(baseline.needs) is None:
-            on_message(f"no '{name}' row: its package is not installed (pip install {baseline.needs})")
+            on_message(
+                f"no '{name}' row: its package ({baseline.needs}) is not installed "
+                '(pip install "restorer[bench]")'
+            )
             continue
         out.append(baseline)
     return out
@@ -1279,7 +1282,9 @@ def to_markdown(results: Mapping[str, Any]) -> str:
 def plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """A grouped bar chart PNG: PSNR and SSIM (Y, or RGB where the task's protocol says) per test set,
     one bar per model (and a gray one for the untouched input of scale-1 tasks)."""
-    import matplotlib
+    from restorer._compat import require_extra
+
+    matplotlib = require_extra("matplotlib", "bench", "--plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -587,6 +587,10 @@ def _infer_medical(args: argparse.Namespace, out_dir: Path) -> int:
     """`restorer infer` for a medical task: DICOM / NIfTI volumes slice by slice, plain images as gray."""
     from restorer import tasks
     from restorer import weights as rw
+    from restorer._compat import require_extra
+
+    for module in ("pydicom", "nibabel"):  # the medical runner reads DICOM and NIfTI: the [medical] extra
+        require_extra(module, "medical", f"--task {args.task}")
     from restorer.engine.medical_runner import check_modality, plan_medical_jobs, process_medical_files
     from restorer.engine.runner import Report, build_restorer
 
@@ -634,9 +638,27 @@ def _infer_medical(args: argparse.Namespace, out_dir: Path) -> int:
     return _finish_report(report, out_dir, "result(s)")
 
 
+def _require_evaluation_extras(verb: str, task: str | None, lpips: bool = False, plot: bool = False) -> None:
+    """Check the extras an evaluation verb needs before any model runs (a benchmark can take hours):
+    BasicSR's metrics and bicubic for restoration tasks, compressai for the codec, lpips and
+    matplotlib when asked for."""
+    from restorer import tasks
+    from restorer._compat import require_extra
+
+    if task is not None and tasks.get_task(task).kind == "codec":
+        require_extra("compressai", "codec", f"--task {task}")
+    else:
+        require_extra("basicsr", "bench", f"restorer {verb} (BasicSR's metrics and bicubic)")
+    if lpips:
+        require_extra("lpips", "bench", "--lpips")
+    if plot:
+        require_extra("matplotlib", "bench", "--plot")
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from restorer.benchmark import run_option_file
 
+    _require_evaluation_extras("test", None)
     results = run_option_file(args.opt, args.device, args.precision, args.tile, args.results, not args.quiet)
     print(f"{results['model']} x{results['scale']} ({results['name']})")
     for ds_name, summary in results["datasets"].items():
@@ -650,6 +672,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from restorer.benchmark import ModelRequest, format_table, run_benchmark, write_reports
     from restorer.engine.distributed import start as start_shard
 
+    _require_evaluation_extras("benchmark", args.task, lpips=args.lpips, plot=args.plot is not None)
     requests = [ModelRequest.parse(text) for text in args.model]
     if args.weights:
         if len(requests) > 1:
@@ -697,6 +720,7 @@ def cmd_datasets_prepare(args: argparse.Namespace) -> int:
     from restorer import tasks
     from restorer.benchmark import BICUBIC, degradation_for, prepare
 
+    _require_evaluation_extras("datasets prepare", None)
     if args.task:
         spec = tasks.get_task(args.task)
         degradation = degradation_for(spec)

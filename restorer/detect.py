@@ -72,7 +72,7 @@ def detect_state(state: Mapping[str, Any]) -> list[zoo.ZooEntry]:
     fits = rw.fitting_variants(state, zoo.ZOO.values())
     if not fits:  # variants whose key pattern differs from their architecture's first (rrformer-small)
         wanted = {k: tuple(v.shape) for k, v in state.items()}
-        fits = [e for e in zoo.ZOO.values() if rw.zoo_signature(e) == wanted]
+        fits = [e for e in zoo.ZOO.values() if rw.buildable_signature(e) == wanted]
     return sorted(fits, key=_preference)
 
 
@@ -86,9 +86,11 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     fits = detect_state(state)
     if not fits:
         sample = ", ".join(sorted(state)[:4])
+        # An architecture passed over for a missing extra may be the one: say so, with the command.
+        unchecked = "".join(f" Not checked: {message}." for message in rw.missing_extras(zoo.ZOO.values()))
         raise CheckpointError(
             f"{path} does not match any model restorer knows ({len(state)} tensors, e.g. {sample}); "
-            "`restorer weights list` shows the supported architectures and variants."
+            f"`restorer weights list` shows the supported architectures and variants.{unchecked}"
         )
     dtypes = tuple(
         sorted({str(v.dtype).replace("torch.", "") for v in state.values() if v.is_floating_point()})

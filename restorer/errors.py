@@ -15,6 +15,11 @@ class UsageError(RestorerError):
     exit_code = 2
 
 
+class MissingExtraError(UsageError):
+    """An optional dependency a command needs is not installed; the message names the extra that
+    installs it (see :func:`restorer._compat.require_extra`)."""
+
+
 class WeightsNotFoundError(RestorerError):
     """A model's weight file is not on disk."""
 

@@ -48,7 +48,6 @@ OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17
 DEFAULT_TILE = 256  # the engine's CPU tile: the size a fixed-tile file runs at unless exported otherwise
 SHAPE_MODES = ("auto", "dynamic", "fixed")
-INSTALL_HINT = 'pip install -e ".[export]"'
 # Largest |ONNX Runtime - PyTorch| accepted in fp32 (outputs are images in [0, 1]): the graph is the same
 # function; kernels only sum in another order.
 TOLERANCE = 1e-4
@@ -72,15 +71,12 @@ class ExportError(RestorerError):
 
 
 def require_onnx() -> None:
-    """Raise a one-line :class:`UsageError` naming the install command when onnx / onnxruntime are missing."""
-    missing = []
+    """Raise a one-line :class:`~restorer.errors.MissingExtraError` naming the ``[export]`` extra when
+    onnx / onnxruntime are missing."""
+    from restorer._compat import require_extra
+
     for module in ("onnx", "onnxruntime"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise UsageError(f"ONNX support needs {' and '.join(missing)}: {INSTALL_HINT}")
+        require_extra(module, "export", "ONNX support")
 
 
 def check_exportable(entry: ZooEntry) -> None:

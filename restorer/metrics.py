@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorer._compat import ensure_basicsr_importable
+from restorer._compat import require_extra
 from restorer.errors import RestorerError, WeightsNotFoundError
 
 # torchvision's AlexNet IMAGENET1K_V1 weights: the file lpips' trunk loads through torch.hub.
@@ -61,7 +61,7 @@ def psnr_all_channels(output: np.ndarray, target: np.ndarray, clip_output: bool 
 
 def psnr(output_rgb: np.ndarray, target_rgb: np.ndarray, crop_border: int, y_channel: bool = True) -> float:
     """BasicSR ``calculate_psnr`` on uint8 RGB (or gray) arrays of equal shape."""
-    ensure_basicsr_importable()
+    require_extra("basicsr", "bench", "BasicSR's PSNR")
     from basicsr.metrics import calculate_psnr
 
     return float(
@@ -71,7 +71,7 @@ def psnr(output_rgb: np.ndarray, target_rgb: np.ndarray, crop_border: int, y_cha
 
 def ssim(output_rgb: np.ndarray, target_rgb: np.ndarray, crop_border: int, y_channel: bool = True) -> float:
     """BasicSR ``calculate_ssim`` on uint8 RGB (or gray) arrays of equal shape."""
-    ensure_basicsr_importable()
+    require_extra("basicsr", "bench", "BasicSR's SSIM")
     from basicsr.metrics import calculate_ssim
 
     return float(
@@ -94,7 +94,7 @@ def hub_checkpoint_dir() -> Path:
 
 def lpips_linear_weights_path(net: str = "alex", version: str = "0.1") -> Path:
     """The linear-head weights that ship inside the ``lpips`` package."""
-    import lpips
+    lpips = require_extra("lpips", "bench", "LPIPS (--lpips)")
 
     return Path(lpips.__file__).resolve().parent / "weights" / f"v{version}" / f"{net}.pth"
 
@@ -116,6 +116,7 @@ def load_lpips(device: str = "cpu"):
     come from the file shipped inside the lpips package. Raises :class:`WeightsNotFoundError` naming
     the missing file and where it goes.
     """
+    require_extra("lpips", "bench", "LPIPS (--lpips)")  # the package before its weight files
     alexnet_path = hub_checkpoint_dir() / ALEXNET_WEIGHT_FILE
     if not alexnet_path.is_file():
         raise WeightsNotFoundError(_alexnet_missing_message(alexnet_path))

@@ -37,6 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(opt_path).is_file():
         print(f"error: option file not found: {opt_path}", file=sys.stderr)
         return 2
+    from restorer._compat import require_extra
+    from restorer.errors import MissingExtraError
+
+    try:  # the [train] extra: BasicSR's pipeline, and the DICOM / NIfTI readers its datasets use
+        for module in ("basicsr", "pydicom", "nibabel"):
+            require_extra(module, "train", "restorer train")
+    except MissingExtraError as exc:  # also reached as `python -m restorer.train`: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     from restorer.training import compat, register_all
 
     compat.apply()

@@ -225,11 +225,40 @@ def zoo_signature(entry: ZooEntry) -> dict[str, tuple[int, ...]]:
     return _SIGNATURES[config]
 
 
+def buildable_signature(entry: ZooEntry) -> dict[str, tuple[int, ...]] | None:
+    """:func:`zoo_signature`, or None when the entry's network needs an extra that is not installed
+    (S2LIC without compressai): detection then passes over that architecture instead of failing
+    for every file (:func:`missing_extras` says which were passed over)."""
+    from restorer.errors import MissingExtraError
+
+    try:
+        return zoo_signature(entry)
+    except MissingExtraError:
+        return None
+
+
+def missing_extras(candidates: Iterable[ZooEntry]) -> list[str]:
+    """One message per architecture among ``candidates`` that cannot be built here (its extra is
+    missing), naming the install command."""
+    from restorer.errors import MissingExtraError
+
+    messages: dict[str, str] = {}
+    for entry in candidates:
+        if entry.arch in messages:
+            continue
+        try:
+            zoo_signature(entry)
+        except MissingExtraError as exc:
+            messages[entry.arch] = str(exc)
+    return list(messages.values())
+
+
 def fitting_variants(state: Mapping[str, Any], candidates: Iterable[ZooEntry]) -> list[ZooEntry]:
     """Zoo entries whose networks have exactly these names and shapes (built on the meta device).
 
     Architectures whose key pattern differs are ruled out from one network each, so a mismatch
-    message costs a few meta-device builds, not one per variant.
+    message costs a few meta-device builds, not one per variant. Architectures whose optional
+    extra is not installed are passed over (see :func:`buildable_signature`).
     """
     wanted = {k: tuple(v.shape) for k, v in state.items()}
     pattern = _key_pattern(wanted)
@@ -238,7 +267,8 @@ def fitting_variants(state: Mapping[str, Any], candidates: Iterable[ZooEntry]) -
         by_arch.setdefault(entry.arch, []).append(entry)
     fits: list[ZooEntry] = []
     for entries_of_arch in by_arch.values():
-        if _key_pattern(zoo_signature(entries_of_arch[0])) != pattern:
+        first = buildable_signature(entries_of_arch[0])
+        if first is None or _key_pattern(first) != pattern:
             continue
         fits += [entry for entry in entries_of_arch if zoo_signature(entry) == wanted]
     return fits

@@ -931,6 +931,11 @@ class S2LIC(nn.Module):
         intra_slice_context: bool = True,
     ) -> None:
         super().__init__()
+        from restorer._compat import require_extra
+
+        # compressai is the [codec] extra: a missing one is a one-line error naming it, wherever the
+        # codec is built from (compress, decompress, benchmark, the web demo, detection).
+        require_extra("compressai", "codec", "S2LIC (the learned codec)")
         from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
         if M % num_slices:
