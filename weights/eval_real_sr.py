@@ -155,9 +155,15 @@ def lpips_scorer(mode: str):
     return (lambda out, ref: metrics.lpips_distance(out, ref, crop_border=SCALE)), note
 
 
-def niqe(rgb: np.ndarray) -> float:
+NIQE_BLOCK = 96  # BasicSR's block size: an image needs one whole block after the border crop
+
+
+def niqe(rgb: np.ndarray) -> float | None:
     """NIQE of an output (no reference needed; lower is better): BasicSR's, with the pristine-image model
-    its package ships, so it runs with no download where LPIPS cannot."""
+    its package ships, so it runs with no download where LPIPS cannot. ``None`` for an image smaller
+    than one NIQE block after the border crop."""
+    if min(rgb.shape[:2]) - 2 * SCALE < NIQE_BLOCK:
+        return None
     from restorer._compat import ensure_basicsr_importable
 
     ensure_basicsr_importable()
@@ -189,7 +195,11 @@ def evaluate(
                 "niqe": niqe(out),
             }
         keys = ("psnr_y", "ssim_y", "niqe", "lpips") if lpips else ("psnr_y", "ssim_y", "niqe")
-        summary = {"lpips": None} | {k: float(np.mean([v[k] for v in per_image.values()])) for k in keys}
+        summary = {"lpips": None, "niqe": None} | {
+            k: float(np.mean([v[k] for v in per_image.values()]))
+            for k in keys
+            if all(v[k] is not None for v in per_image.values())
+        }
         results[label] = {**summary, "per_image": per_image}
     return {
         "metrics": {
