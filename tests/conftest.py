@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 from pathlib import Path
 from types import MappingProxyType
 
@@ -316,3 +318,19 @@ def tiny_rrformer_zoo(monkeypatch, tmp_path):
     monkeypatch.setattr(zoo, "ZOO", MappingProxyType({entry.key: entry, **zoo.ZOO}))
     monkeypatch.setenv("RESTORER_WEIGHTS_DIR", str(weights_dir))
     return entry
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging for good when something opens a FIFO (SIGALRM interrupts the open)."""
+
+    def hung(*_):
+        raise TimeoutError(f"still running after {seconds} s: a FIFO was opened?")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -5,12 +5,10 @@ the headers before the voxels are read; in a batch each is reported at the end a
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
 import re
-import signal
 import warnings
 
 import nibabel as nib
@@ -25,7 +23,7 @@ from restorer import medical, medical_checks
 from restorer.cli import main
 from restorer.errors import ImageReadError
 
-from conftest import dicom_dataset
+from conftest import deadline, dicom_dataset
 
 RAW = (np.arange(8 * 10, dtype=np.uint16).reshape(8, 10) * 50) % 4096
 
@@ -350,22 +348,6 @@ def test_max_voxels_is_refused_for_image_tasks_and_its_help_states_the_default(t
 # ---------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _deadline(seconds: int):
-    """Fail instead of hanging for good when something opens a FIFO (SIGALRM interrupts the open)."""
-
-    def hung(*_):
-        raise TimeoutError(f"still running after {seconds} s: a FIFO was opened?")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def test_the_plan_reports_special_files_cut_headers_and_huge_elements(
     tmp_path, make_dicom_series, make_nifti, monkeypatch
 ):
@@ -398,7 +380,7 @@ def test_the_plan_reports_special_files_cut_headers_and_huge_elements(
         return read(path, *args, **kwargs)
 
     monkeypatch.setattr(pydicom, "dcmread", dcmread)
-    with _deadline(60):
+    with deadline(60):
         plan = plan_medical_jobs([folder], tmp_path / "out")
     failed = {path.relative_to(folder).as_posix(): message for path, message in plan.failed}
     assert sorted(failed) == [
@@ -420,7 +402,7 @@ def test_the_plan_reports_special_files_cut_headers_and_huge_elements(
         ("nifti", "good.nii"),
     ]
     # the readers refuse them too (the web app and the library call these directly)
-    with _deadline(60):
+    with deadline(60):
         with pytest.raises(ImageReadError, match="it is a FIFO, not a regular file"):
             medical.read_volume(folder / "pipe.nii")
         with pytest.raises(ImageReadError, match="more data than can be held in memory"):

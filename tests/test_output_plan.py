@@ -3,9 +3,7 @@ replaced, earlier outputs in -o are not read back, and bad -s / --suffix values 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 from pathlib import Path
 
 import cv2
@@ -17,6 +15,8 @@ from restorer import io as rio
 from restorer.cli import main
 from restorer.engine.output_plan import gather, plan_outputs
 from restorer.errors import OutputExistsError
+
+from conftest import deadline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -456,22 +456,6 @@ def test_the_memory_estimate_grows_with_the_output():
 # ---------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _deadline(seconds: int):
-    """Fail instead of hanging for good when something opens a FIFO (SIGALRM interrupts the open)."""
-
-    def hung(*_):
-        raise TimeoutError(f"still running after {seconds} s: a FIFO was opened?")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _specials(folder: Path) -> list[str]:
     """A FIFO, a dangling link, a link loop and a link to a device in ``folder``, all with image names."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -499,7 +483,7 @@ def test_special_entries_of_a_folder_are_failures_not_silently_dropped(tiny_zoo,
     src, out = tmp_path / "in", tmp_path / "out"
     _image(src / "good.png")
     names = _specials(src)
-    with _deadline(60):
+    with deadline(60):
         assert _infer(str(src), "-o", str(out)) == 1
     assert [p.name for p in out.iterdir()] == ["good_out.png"]
     err = capsys.readouterr().err
@@ -524,7 +508,7 @@ def test_compress_reports_special_entries_and_refuses_by_memory_budget(
     decoded = []
     read = rio.read_image
     monkeypatch.setattr(rio, "read_image", lambda path: decoded.append(Path(path).name) or read(path))
-    with _deadline(60):
+    with deadline(60):
         argv = ["compress", str(src), "-o", str(out), "-m", "tiny-s2lic", "--quality", "1", "-q"]
         assert _run(argv) == 1
     assert [p.name for p in out.iterdir()] == ["small.s2l"]
@@ -550,7 +534,7 @@ def test_decompress_refuses_special_files_and_by_memory_budget(
     (src / "zero.s2l").symlink_to("/dev/zero")
     monkeypatch.setattr(budget, "available_memory", lambda: 2 * budget.codec_job_bytes(70, 90, 16))
     argv = ["decompress", *(str(src / n) for n in ("small.s2l", "large.s2l", "pipe.s2l", "zero.s2l"))]
-    with _deadline(60):
+    with deadline(60):
         assert _run([*argv, "-o", str(out), "-q"]) == 1
     assert [p.name for p in out.iterdir()] == ["small.png"]
     err = capsys.readouterr().err
