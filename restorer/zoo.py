@@ -351,7 +351,7 @@ for _s in (2, 3, 4):
 BUNDLED_SHA256 = {
     2: "e92eae29cdfcde48a79addf36b938e89fb9e6fa7eba749d71a0a0543c0368cca",
     3: "fb32f042661e8c3e7a7c6efdd4e03590ff1768fa152cbaa3eb8e3b79cd17219b",
-    4: "15b58ba29dfa1e0cd0bf525c7e92a12fde6de2b407d7590d17137ad09033918a",
+    4: "72d4fd4f621c0f3bcddfd49ff2e203e797b918c0632b4fb99bb9cf9a8c359033",
 }
 BUNDLED_FILES = {
     2: "restorer_CRAFT_SRx2_corpus.safetensors",
@@ -363,7 +363,8 @@ BUNDLED_RECIPES = {
     "bundled_CRAFT_SRx2_corpus_stage3.yml",
     3: "options/train/bundled_CRAFT_SRx3_cpu.yml, then bundled_CRAFT_SRx3_corpus.yml and "
     "bundled_CRAFT_SRx3_corpus_stage2.yml",
-    4: "options/train/bundled_CRAFT_SRx4_cpu.yml, then bundled_CRAFT_SRx4_corpus.yml",
+    4: "options/train/bundled_CRAFT_SRx4_cpu.yml, then bundled_CRAFT_SRx4_corpus.yml and "
+    "bundled_CRAFT_SRx4_corpus_stage2.yml",
 }
 for _s in (2, 3, 4):
     _ENTRIES.append(
