@@ -350,7 +350,7 @@ for _s in (2, 3, 4):
 # ----------------------------------------------------------------------------------------------
 BUNDLED_SHA256 = {
     2: "e92eae29cdfcde48a79addf36b938e89fb9e6fa7eba749d71a0a0543c0368cca",
-    3: "fb32f042661e8c3e7a7c6efdd4e03590ff1768fa152cbaa3eb8e3b79cd17219b",
+    3: "f026374cd94f3c2ab0966ff5b4d6bd97b2fd4224a7818be95dc304dbcadaa6f5",
     4: "72d4fd4f621c0f3bcddfd49ff2e203e797b918c0632b4fb99bb9cf9a8c359033",
 }
 BUNDLED_FILES = {
@@ -361,8 +361,8 @@ BUNDLED_FILES = {
 BUNDLED_RECIPES = {
     2: "options/train/bundled_CRAFT_SRx2_cpu.yml, then bundled_CRAFT_SRx2_corpus.yml and "
     "bundled_CRAFT_SRx2_corpus_stage3.yml",
-    3: "options/train/bundled_CRAFT_SRx3_cpu.yml, then bundled_CRAFT_SRx3_corpus.yml and "
-    "bundled_CRAFT_SRx3_corpus_stage2.yml",
+    3: "options/train/bundled_CRAFT_SRx3_cpu.yml, then bundled_CRAFT_SRx3_corpus.yml, "
+    "bundled_CRAFT_SRx3_corpus_stage2.yml and bundled_CRAFT_SRx3_corpus_stage3.yml",
     4: "options/train/bundled_CRAFT_SRx4_cpu.yml, then bundled_CRAFT_SRx4_corpus.yml and "
     "bundled_CRAFT_SRx4_corpus_stage2.yml",
 }
