@@ -77,14 +77,21 @@ def image_job_bytes(height: int, width: int, scale: float) -> int:
     return int(pixels * _INPUT_BYTES + pixels * scale * scale * _OUTPUT_BYTES)
 
 
+def _shortfall(need: int, available: int | None) -> tuple[int, int] | None:
+    """``(need, available)`` when a job needing ``need`` bytes does not fit in ``available`` (default: the
+    memory available now); ``None`` when it fits or the available memory cannot be known."""
+    available = available_memory() if available is None else available
+    if available is None or need <= available:
+        return None
+    return need, available
+
+
 def check_image_job(path: Path, height: int, width: int, scale: float, available: int | None = None) -> None:
     """Raise :class:`MemoryBudgetError` when the job cannot fit in the memory available now."""
-    available = available_memory() if available is None else available
-    if available is None:
+    shortfall = _shortfall(image_job_bytes(height, width, scale), available)
+    if shortfall is None:
         return
-    need = image_job_bytes(height, width, scale)
-    if need <= available:
-        return
+    need, available = shortfall
     per_pixel = need / (height * width)
     fits = int(available / per_pixel)
     out_w, out_h = round(width * scale), round(height * scale)
@@ -115,12 +122,10 @@ def check_codec_job(
 ) -> None:
     """Raise :class:`MemoryBudgetError` when coding (``decoding``: decoding) a ``height x width`` image
     with an S2LIC model of ``features`` channels cannot fit in the memory available now."""
-    available = available_memory() if available is None else available
-    if available is None:
+    shortfall = _shortfall(codec_job_bytes(height, width, features), available)
+    if shortfall is None:
         return
-    need = codec_job_bytes(height, width, features)
-    if need <= available:
-        return
+    need, available = shortfall
     fits = int(available / (need / max(1, height * width)))
     if decoding:
         advice = "decode it where more memory is free"
